@@ -1,0 +1,226 @@
+"""The `cllm` command: prepare, train, sample, eval, bench (and the lattice / tokenizer tools).
+
+Every user-facing failure is a CLLMError (or a bad flag), reported as one line on stderr with exit
+code 2; tracebacks are reserved for bugs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .errors import CLLMError
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``cllm: error: ...`` and exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"cllm: error: {message} (see {self.prog} --help)\n")
+
+
+def cmd_prepare(args) -> int:
+    from .config import Config, DataConfig
+    from .data import prepare
+
+    cfg = Config(data=DataConfig(data=args.data, tokenizer=args.tokenizer, val_fraction=args.val_fraction,
+                                 errors=args.errors, tokenizer_vocab_size=args.tokenizer_vocab_size)).validate()
+    prepared = prepare(cfg.data, args.out, min_tokens=args.block_size + 1)
+    m = prepared.meta
+    print(f"prepared {prepared.dir}: {m['train_tokens']:,} train + {m['val_tokens']:,} val tokens, "
+          f"{m['tokenizer_kind']} tokenizer with {m['vocab_size']} ids ({m['dtype']})")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .config import config_from_args
+    from .sample import sample_text
+    from .train import train
+
+    base = None
+    if args.resume:
+        from .checkpoint import load_checkpoint
+
+        out = Path(args.out or "runs/default")
+        if not out.exists():
+            raise CLLMError(f"--resume: run directory {out} does not exist")
+        base = load_checkpoint(out, verify=False).config
+    cfg = config_from_args(args, base=base)
+    result = train(cfg, resume=args.resume)
+    if result.interrupted:
+        return 130
+    print(f"done: {result.step} steps in {result.elapsed:.1f}s, final val loss {result.val_loss:.4f}, "
+          f"best {result.best_val_loss:.4f}; checkpoint in {result.out}")
+    if cfg.train.sample_tokens:
+        from .sample import load_model
+
+        model, tokenizer, _ = load_model(str(result.out))
+        prompt = "\n" if _can_encode(tokenizer, "\n") else ""
+        print("sample:\n" + sample_text(model, tokenizer, prompt, cfg.train.sample_tokens, 0.8, 40, 1.0, cfg.train.seed))
+    return 0
+
+
+def _can_encode(tokenizer, text: str) -> bool:
+    try:
+        tokenizer.encode(text)
+        return True
+    except CLLMError:
+        return False
+
+
+def _read_text_arg(text: str | None, file: str | None, what: str) -> str:
+    if file is None:
+        return text or ""
+    from .data import read_text
+
+    path = Path(file)
+    if not path.is_file():
+        raise CLLMError(f"{what} file not found: {file}")
+    return read_text(path)
+
+
+def cmd_sample(args) -> int:
+    from .sample import load_model, sample_text
+    from .train import resolve_device
+
+    model, tokenizer, _ = load_model(args.checkpoint, resolve_device(args.device))
+    prompt = _read_text_arg(args.prompt, args.prompt_file, "prompt")
+    for i in range(args.num_samples):
+        text = sample_text(model, tokenizer, prompt, args.max_new_tokens, args.temperature,
+                           args.top_k, args.top_p, args.seed + i)
+        print(text)
+        if i + 1 < args.num_samples:
+            print("-" * 40)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .data import read_text
+    from .evaluate import score_text
+    from .sample import load_model
+    from .train import resolve_device
+
+    model, tokenizer, _ = load_model(args.checkpoint, resolve_device(args.device))
+    path = Path(args.data)
+    if not path.is_file():
+        raise CLLMError(f"data file not found: {path}")
+    text = read_text(path, args.errors)
+    if not text:
+        raise CLLMError(f"data file is empty: {path}")
+    scores = score_text(model, tokenizer, text)
+    if args.json:
+        print(json.dumps(scores))
+    else:
+        print(f"{path}: loss {scores['loss']:.4f} nats/token, perplexity {scores['perplexity']:.3f}, "
+              f"{scores['bits_per_byte']:.4f} bits/byte over {scores['tokens']:,} tokens")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import bench_training_step, bundled_vocab_size
+    from .config import config_from_args
+
+    cfg = config_from_args(args)
+    if cfg.model.vocab_size == 0:
+        cfg.model.vocab_size = bundled_vocab_size()
+    import torch
+
+    torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
+    preset = args.preset or "small"
+    results = [bench_training_step(cfg, "batched", args.warmup, args.steps)]
+    if args.baseline:
+        results.append(bench_training_step(cfg, "per-sequence", args.warmup, args.steps))
+    summary = {"preset": preset, **results[0].as_dict(), "threads": torch.get_num_threads(),
+               "batch_size": cfg.train.batch_size, "block_size": cfg.model.block_size}
+    for r in results:
+        print(f"{preset} {r.variant:>13}: {r.tokens_per_sec:>10,.0f} tokens/s  {r.step_ms:8.1f} ms/step")
+    if args.baseline:
+        summary["baseline"] = results[1].as_dict()
+        summary["ratio"] = round(results[0].tokens_per_sec / results[1].tokens_per_sec, 2)
+        print(f"batched / per-sequence = {summary['ratio']:.2f}x")
+    if args.json:
+        print(json.dumps(summary))
+    return 0
+
+
+def build_parser() -> ArgumentParser:
+    from .config import add_config_arguments
+
+    parser = ArgumentParser(prog="cllm", description="Train GPT-style language models from raw text.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
+    sub.required = True
+
+    p = sub.add_parser("prepare", help="tokenise a text file or directory into train/val token files")
+    p.add_argument("--data", required=True, help="text file or directory (read recursively)")
+    p.add_argument("--out", required=True, help="output directory for train.bin, val.bin, meta.json")
+    p.add_argument("--tokenizer", default="char")
+    p.add_argument("--tokenizer-vocab-size", type=int, default=8192)
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--errors", default="strict", choices=["strict", "replace"], help="invalid UTF-8 handling")
+    p.add_argument("--block-size", type=int, default=1, help="require at least block_size + 1 tokens per split")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("train", help="train a model (default: the small preset on the bundled corpus)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    add_config_arguments(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sample", help="generate text from a checkpoint")
+    p.add_argument("--checkpoint", required=True, help="run directory or checkpoint directory")
+    p.add_argument("--prompt", default="")
+    p.add_argument("--prompt-file")
+    p.add_argument("--max-new-tokens", type=int, default=300)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-samples", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("eval", help="mean loss, perplexity and bits per byte of a checkpoint on a text file")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", required=True, help="text file to score")
+    p.add_argument("--errors", default="strict", choices=["strict", "replace"])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bench", help="time full training steps (median tokens/s)")
+    p.add_argument("--baseline", choices=["per-sequence"], help="also time the one-sequence-at-a-time pattern")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--json", action="store_true", help="end with one JSON line")
+    add_config_arguments(p)
+    p.set_defaults(func=cmd_bench)
+
+    for module in ("cllm.tokenizers.cli", "cllm.lattice.cli"):
+        try:
+            register = __import__(module, fromlist=["register"]).register
+        except ImportError:
+            continue  # that tool is not part of this build
+        register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except CLLMError as e:
+        print(f"cllm: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cllm: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:  # disk full, permissions, ...: the user's environment, not a bug
+        print(f"cllm: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""The run configuration: one typed dataclass tree, validated in one place.
+
+Resolution order, later wins: dataclass defaults -> preset (TOML in cllm/presets/) -> --config file
+(TOML) -> command-line flags. Every field has a flag named after it (``--n-layer``, ``--lr``, ...);
+field names are unique across sections so a flag always means one thing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import CLLMError
+
+
+@dataclass
+class ModelConfig:
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    block_size: int = 64
+    vocab_size: int = 0  # 0: taken from the tokenizer when the data is prepared
+    dropout: float = 0.0
+    bias: bool = True
+    tie_embeddings: bool = True
+
+
+@dataclass
+class DataConfig:
+    data: str = ""  # text file or directory; "" means the bundled Shakespeare corpus
+    tokenizer: str = "char"
+    tokenizer_vocab_size: int = 8192  # for tokenizers that learn a vocabulary of a chosen size
+    val_fraction: float = 0.1
+    errors: str = "strict"  # how to treat invalid UTF-8: strict (stop with an error) | replace
+
+
+@dataclass
+class TrainConfig:
+    out: str = "runs/default"
+    batch_size: int = 12
+    grad_accum: int = 1
+    max_steps: int = 2000
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    schedule: str = "cosine"  # cosine | linear | constant | wsd (warmup-stable-decay)
+    warmup_steps: int = 100
+    decay_fraction: float = 0.2  # wsd: share of the run spent decaying to min_lr
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0  # 0 disables clipping
+    eval_interval: int = 250
+    eval_batches: int = 20
+    log_interval: int = 10
+    save_interval: int = 500
+    seed: int = 1337
+    device: str = "auto"  # auto | cpu | cuda
+    dtype: str = "float32"  # float32 | bfloat16
+    threads: int = 0  # 0: all cores
+    sample_tokens: int = 200  # printed at the end of training; 0 to skip
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "config") -> "Config":
+        cfg = cls()
+        apply_dict(cfg, data, where)
+        return cfg
+
+    def validate(self) -> "Config":
+        """Raise CLLMError naming the first contradictory or out-of-range setting."""
+        m, d, t = self.model, self.data, self.train
+        positive = {
+            "n_layer": m.n_layer, "n_head": m.n_head, "n_embd": m.n_embd, "block_size": m.block_size,
+            "batch_size": t.batch_size, "grad_accum": t.grad_accum, "max_steps": t.max_steps,
+            "lr": t.lr, "eval_interval": t.eval_interval, "eval_batches": t.eval_batches,
+            "log_interval": t.log_interval, "save_interval": t.save_interval,
+            "tokenizer_vocab_size": d.tokenizer_vocab_size,
+        }
+        for name, value in positive.items():
+            if not (value > 0 and math.isfinite(value)):
+                raise CLLMError(f"{name} must be positive, got {value}")
+        if m.n_embd % m.n_head:
+            raise CLLMError(f"n_embd ({m.n_embd}) must be divisible by n_head ({m.n_head})")
+        if m.vocab_size < 0:
+            raise CLLMError(f"vocab_size must be 0 (from the tokenizer) or positive, got {m.vocab_size}")
+        if not 0.0 <= m.dropout < 1.0:
+            raise CLLMError(f"dropout must be in [0, 1), got {m.dropout}")
+        if not 0.0 < d.val_fraction < 1.0:
+            raise CLLMError(f"val_fraction must be between 0 and 1, got {d.val_fraction}")
+        if not 0.0 <= t.min_lr <= t.lr:
+            raise CLLMError(f"min_lr ({t.min_lr}) must be in [0, lr={t.lr}]")
+        if t.warmup_steps < 0 or t.weight_decay < 0 or t.grad_clip < 0 or t.threads < 0 or t.sample_tokens < 0:
+            raise CLLMError("warmup_steps, weight_decay, grad_clip, threads and sample_tokens must be >= 0")
+        if not (0.0 <= t.beta1 < 1.0 and 0.0 <= t.beta2 < 1.0):
+            raise CLLMError(f"beta1 and beta2 must be in [0, 1), got {t.beta1}, {t.beta2}")
+        if not 0.0 < t.decay_fraction <= 1.0:
+            raise CLLMError(f"decay_fraction must be in (0, 1], got {t.decay_fraction}")
+        choices = {
+            "schedule": (t.schedule, ("cosine", "linear", "constant", "wsd")),
+            "device": (t.device, ("auto", "cpu", "cuda")),
+            "dtype": (t.dtype, ("float32", "bfloat16")),
+            "errors": (d.errors, ("strict", "replace")),
+        }
+        for name, (value, allowed) in choices.items():
+            if value not in allowed:
+                raise CLLMError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        return self
+
+
+SECTIONS = ("model", "data", "train")
+
+
+def _field_index() -> dict[str, tuple[str, dataclasses.Field]]:
+    """field name -> (section, field); names are unique across sections by design."""
+    index: dict[str, tuple[str, dataclasses.Field]] = {}
+    for section in SECTIONS:
+        for f in fields(Config.__dataclass_fields__[section].default_factory):
+            assert f.name not in index, f"config field {f.name} is not unique"
+            index[f.name] = (section, f)
+    return index
+
+
+FIELDS = _field_index()
+
+
+def _coerce(value: Any, typ: Any, where: str) -> Any:
+    typ = {"int": int, "float": float, "str": str, "bool": bool}.get(typ, typ)
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+    elif typ is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    elif isinstance(value, typ) and not isinstance(value, bool):
+        return value
+    raise CLLMError(f"{where} must be {typ.__name__}, got {value!r}")
+
+
+def apply_dict(cfg: Config, data: dict, where: str) -> None:
+    """Overlay ``{section: {field: value}}`` onto cfg, rejecting unknown keys and wrong types."""
+    for section, values in data.items():
+        if section not in SECTIONS or not isinstance(values, dict):
+            raise CLLMError(f"{where}: unknown section [{section}] (expected {', '.join(SECTIONS)})")
+        target = getattr(cfg, section)
+        for name, value in values.items():
+            if name not in target.__dataclass_fields__:
+                raise CLLMError(f"{where}: unknown setting {section}.{name}")
+            ftype = target.__dataclass_fields__[name].type
+            setattr(target, name, _coerce(value, ftype, f"{where}: {section}.{name}"))
+
+
+def read_toml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CLLMError(f"config file not found: {path}")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise CLLMError(f"config file {path} is not valid TOML: {e}") from None
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("cllm.presets").iterdir() if p.name.endswith(".toml"))
+
+
+def load_preset(name: str) -> dict:
+    if name not in preset_names():
+        raise CLLMError(f"unknown preset {name!r} (choose from {', '.join(preset_names())})")
+    text = resources.files("cllm.presets").joinpath(f"{name}.toml").read_text(encoding="utf-8")
+    return tomllib.loads(text)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """--preset, --config and one flag per config field, all defaulting to None (= not given)."""
+    parser.add_argument("--preset", help=f"named preset: {', '.join(preset_names())} (default: small)")
+    parser.add_argument("--config", metavar="TOML", help="TOML file with [model], [data], [train] tables")
+    for section in SECTIONS:
+        group = parser.add_argument_group(f"{section} settings")
+        for name, (_, f) in FIELDS.items():
+            if FIELDS[name][0] != section:
+                continue
+            flag = "--" + name.replace("_", "-")
+            if f.type in (bool, "bool"):
+                group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None)
+            else:
+                typ = {"int": int, "float": float, "str": str}[f.type] if isinstance(f.type, str) else f.type
+                group.add_argument(flag, dest=name, type=typ, default=None, metavar=name.upper())
+
+
+def config_from_args(args: argparse.Namespace, base: dict | None = None) -> Config:
+    """Build the resolved config: defaults -> preset -> base (e.g. a checkpoint's) -> --config -> flags."""
+    cfg = Config()
+    if base is not None:
+        apply_dict(cfg, base, "checkpoint config")
+    else:
+        apply_dict(cfg, load_preset(getattr(args, "preset", None) or "small"), "preset")
+    if getattr(args, "config", None):
+        apply_dict(cfg, read_toml(args.config), str(args.config))
+    for name, (section, _) in FIELDS.items():
+        value = getattr(args, name, None)
+        if value is not None:
+            setattr(getattr(cfg, section), name, value)
+    return cfg.validate()
