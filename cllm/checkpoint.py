@@ -138,8 +138,9 @@ def load_checkpoint(path: str | Path, verify: bool = True) -> Checkpoint:
         if not p.is_file():
             raise CLLMError(f"checkpoint {ckpt_dir} is incomplete: {name} is missing")
         if p.stat().st_size != info["bytes"]:
-            raise CLLMError(f"checkpoint file {p} is truncated or was replaced (size differs from its manifest)")
+            raise CLLMError(f"checkpoint file {p} is truncated or from another checkpoint "
+                            f"({p.stat().st_size} bytes, its manifest says {info['bytes']})")
         if verify and _sha256(p) != info["sha256"]:
-            raise CLLMError(f"checkpoint file {p} is corrupt or does not belong to this checkpoint (hash mismatch)")
+            raise CLLMError(f"checkpoint file {p} is corrupt or from another checkpoint (hash mismatch)")
     tokenizer = tokenizer_from_json((ckpt_dir / "tokenizer.json").read_text(encoding="utf-8"))
     return Checkpoint(ckpt_dir, state, tokenizer)

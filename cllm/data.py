@@ -49,10 +49,10 @@ def find_text_files(path: Path) -> list[Path]:
         if any(part.startswith(".") for part in p.relative_to(path).parts):
             continue  # hidden files and folders (.git, editor swap files) are never corpus text
         (skipped if _looks_binary(p) else files).append(p)
+    if not files:
+        raise CLLMError(f"no text files found in directory {path} ({len(skipped)} binary files skipped)")
     for p in skipped:
         print(f"note: skipping binary file {p}", file=sys.stderr)
-    if not files:
-        raise CLLMError(f"no text files found in directory {path}")
     return files
 
 
