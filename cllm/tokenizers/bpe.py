@@ -178,7 +178,9 @@ class BPETokenizer(Tokenizer):
 
     def _hf_batch(self, inputs: list[str]):
         try:
-            return self._hf.encode_batch_fast(inputs, add_special_tokens=False)
+            # encode_batch_fast (no offsets) is newer than our minimum tokenizers version.
+            fast = getattr(self._hf, "encode_batch_fast", self._hf.encode_batch)
+            return fast(inputs, add_special_tokens=False)
         except Exception as e:  # lone surrogates and the like
             for text in inputs:
                 utf8_bytes(text)
