@@ -6,13 +6,22 @@ import json
 from pathlib import Path
 
 from ..errors import CLLMError
-from .base import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID, Tokenizer
+from .base import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID, UNK_TEXT, Tokenizer
+from .bpe import BPETokenizer
+from .byte import ByteTokenizer
 from .char import CharTokenizer
+from .word import WordTokenizer
 
-TOKENIZERS: dict[str, type[Tokenizer]] = {"char": CharTokenizer}
+TOKENIZERS: dict[str, type[Tokenizer]] = {
+    "char": CharTokenizer,
+    "byte": ByteTokenizer,
+    "word": WordTokenizer,
+    "bpe": BPETokenizer,
+}
 
 __all__ = [
-    "Tokenizer", "TOKENIZERS", "SPECIAL_TOKENS", "PAD_ID", "UNK_ID", "BOS_ID", "EOS_ID",
+    "Tokenizer", "TOKENIZERS", "SPECIAL_TOKENS", "PAD_ID", "UNK_ID", "BOS_ID", "EOS_ID", "UNK_TEXT",
+    "CharTokenizer", "ByteTokenizer", "WordTokenizer", "BPETokenizer",
     "tokenizer_class", "tokenizer_from_json", "save_tokenizer", "load_tokenizer",
 ]
 
@@ -27,6 +36,8 @@ def tokenizer_class(kind: str) -> type[Tokenizer]:
 def tokenizer_from_json(text: str) -> Tokenizer:
     try:
         data = json.loads(text)
+        if not isinstance(data, dict):
+            raise TypeError("expected a JSON object")
         return tokenizer_class(data["kind"]).from_dict(data)
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise CLLMError(f"tokenizer JSON is malformed: {e}") from None

@@ -14,8 +14,13 @@ from typing import Iterable
 
 import numpy as np
 
+from ..errors import CLLMError
+
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<bos>", "<eos>")
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = range(len(SPECIAL_TOKENS))
+#: What <unk> decodes to: U+FFFD REPLACEMENT CHARACTER, so lost text stays visible but cannot be
+#: confused with a literal "<unk>" in the corpus.
+UNK_TEXT = "\ufffd"
 
 
 class Tokenizer(ABC):
@@ -51,6 +56,45 @@ class Tokenizer(ABC):
     @abstractmethod
     def from_dict(cls, data: dict) -> "Tokenizer":
         ...
+
+    # ---- compatible extensions: concrete helpers every kind gets (subclasses override for speed) ----
+
+    def encode_batch(self, texts: Iterable[str]) -> list[np.ndarray]:
+        """Encode several documents; same result as ``[self.encode(t) for t in texts]``."""
+        return [self.encode(t) for t in texts]
+
+    def encode_with_unk(self, text: str) -> np.ndarray:
+        """Like ``encode`` but never raises for unrepresentable text: such pieces become <unk>."""
+        return self.encode(text)
+
+    def unknown_rate(self, text: str) -> float:
+        """Fraction of the tokens of ``text`` that are <unk> (0.0 for empty text)."""
+        ids = self.encode_with_unk(text)
+        return float(np.count_nonzero(ids == UNK_ID)) / len(ids) if len(ids) else 0.0
+
+    def id_to_token(self, i: int) -> str:
+        """The vocabulary entry of one id (a special's name for ids 0..3), for display."""
+        i = int(self._check_ids([i])[0])
+        return SPECIAL_TOKENS[i] if i < len(SPECIAL_TOKENS) else self.decode([i])
+
+    def _check_ids(self, ids: Iterable[int]) -> np.ndarray:
+        """Ids as an int64 array; CLLMError if any is outside ``range(vocab_size)``."""
+        try:
+            arr = np.asarray(ids if isinstance(ids, np.ndarray) else list(ids))
+        except (TypeError, ValueError) as e:
+            raise CLLMError(f"token ids must be integers: {e}") from None
+        if arr.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+            raise CLLMError("token ids must be a flat sequence of integers")
+        arr = arr.astype(np.int64, copy=False)
+        bad = np.flatnonzero((arr < 0) | (arr >= self.vocab_size))
+        if len(bad):
+            raise CLLMError(
+                f"token id {int(arr[bad[0]])} at position {int(bad[0])} is outside this "
+                f"{self.kind} tokenizer's vocabulary (0..{self.vocab_size - 1})"
+            )
+        return arr
 
     def to_json(self) -> str:
         return json.dumps({"kind": self.kind, **self.to_dict()}, ensure_ascii=False, sort_keys=True)
