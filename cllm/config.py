@@ -61,7 +61,8 @@ class TrainConfig:
     save_interval: int = 500
     seed: int = 1337
     device: str = "auto"  # auto | cpu | cuda
-    dtype: str = "float32"  # float32 | bfloat16
+    dtype: str = "auto"  # auto (bfloat16 where the hardware has it, else float32) | float32 | bfloat16
+    compile: bool = True  # torch.compile the model (falls back to eager when no compiler works)
     threads: int = 0  # 0: all cores
     sample_tokens: int = 200  # printed at the end of training; 0 to skip
     progress: bool = True
@@ -114,7 +115,7 @@ class Config:
         choices = {
             "schedule": (t.schedule, ("cosine", "linear", "constant", "wsd")),
             "device": (t.device, ("auto", "cpu", "cuda")),
-            "dtype": (t.dtype, ("float32", "bfloat16")),
+            "dtype": (t.dtype, ("auto", "float32", "bfloat16")),
             "errors": (d.errors, ("strict", "replace")),
         }
         for name, (value, allowed) in choices.items():

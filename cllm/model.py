@@ -12,8 +12,21 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .config import ModelConfig
+
+
+def attention_backends(q: torch.Tensor) -> list[SDPBackend]:
+    """Which fused-attention kernels SDPA may use for q: [B, H, T, D].
+
+    On CPU, PyTorch's flash kernel is slower than its math kernel for head sizes below 64
+    (measured: backward 2.5x slower in bfloat16 at D=32; docs/BENCHMARKS.md), so small heads use
+    the math kernel there. Everywhere else SDPA picks its fastest available kernel.
+    """
+    if q.device.type == "cpu" and q.size(-1) < 64:
+        return [SDPBackend.MATH]
+    return [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.MATH]
 
 
 class CausalSelfAttention(nn.Module):
@@ -30,9 +43,10 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.c_attn(x).split(C, dim=2)
         # [B, T, C] -> [B, H, T, C/H]
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
-        )
+        with sdpa_kernel(attention_backends(q)):
+            y = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+            )
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 

@@ -29,12 +29,13 @@ from .config import Config, TrainConfig
 from .data import Batches, PreparedData, load_prepared, prepare
 from .errors import CLLMError
 from .model import GPT
+from .perf import flops_per_token, matmul_peak
 
 # Settings that may differ between a checkpoint and the run resuming it: how long to run, how
 # often to log, evaluate and save, and where/how fast to compute. Everything else must match.
 RESUMABLE_CHANGES = {
     "out", "max_steps", "eval_interval", "eval_batches", "log_interval", "save_interval",
-    "progress", "sample_tokens", "threads", "device",
+    "progress", "sample_tokens", "threads", "device", "dtype", "compile",
 }
 
 
@@ -56,14 +57,49 @@ def lr_at(step: int, t: TrainConfig) -> float:
     return t.min_lr + 0.5 * (t.lr - t.min_lr) * (1.0 + math.cos(math.pi * frac))  # cosine
 
 
-def make_optimizer(model: torch.nn.Module, t: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with bias correction; weight decay only on matrices (>= 2-D), never on biases or norm gains."""
+def make_optimizer(model: torch.nn.Module, t: TrainConfig, fused: bool = True) -> torch.optim.AdamW:
+    """AdamW with bias correction; weight decay only on matrices (>= 2-D), never on biases or norm gains.
+
+    ``fused`` uses the single-kernel implementation (same arithmetic as the loop over parameters,
+    one pass over memory); it falls back to ``foreach`` where the build has no fused kernel.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": t.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=t.lr, betas=(t.beta1, t.beta2), foreach=True)
+    kwargs = dict(lr=t.lr, betas=(t.beta1, t.beta2))
+    if fused:
+        try:
+            return torch.optim.AdamW(groups, fused=True, **kwargs)
+        except (RuntimeError, TypeError):
+            pass
+    return torch.optim.AdamW(groups, foreach=True, **kwargs)
+
+
+def resolve_dtype(name: str, device: torch.device) -> str:
+    """"auto" -> "bfloat16" where the hardware computes in it natively (AVX-512 BF16 / AMX, Ampere+), else "float32"."""
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    return "bfloat16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "float32"
+
+
+def compile_model(model: torch.nn.Module, enabled: bool, log=print):
+    """torch.compile(model) when enabled and a compiler is available; otherwise the model itself.
+
+    Compilation happens lazily at the first call; ``train`` falls back to eager if that fails.
+    """
+    if not enabled:
+        return model
+    if model.training and next(model.parameters()).device.type == "cpu":
+        import shutil
+
+        if not (shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++") or shutil.which("clang++")):
+            log("note: no C++ compiler found, so training runs eagerly (--no-compile to silence this)")
+            return model
+    return torch.compile(model)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -75,13 +111,14 @@ def resolve_device(name: str) -> torch.device:
 
 
 def autocast(device: torch.device, dtype: str):
+    """Mixed precision: matmuls in bfloat16, weights and optimizer state stay float32."""
     if dtype == "bfloat16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
 @torch.no_grad()
-def evaluate(model: GPT, tokens: np.ndarray, cfg: Config, device: torch.device, seed: int) -> float:
+def evaluate(model: GPT, tokens: np.ndarray, cfg: Config, device: torch.device, seed: int, dtype: str) -> float:
     """Mean loss over ``eval_batches`` batches drawn by a fresh generator: the same batches every call."""
     was_training = model.training
     model.eval()
@@ -89,7 +126,7 @@ def evaluate(model: GPT, tokens: np.ndarray, cfg: Config, device: torch.device, 
     losses = []
     for _ in range(cfg.train.eval_batches):
         x, y = batches.get()
-        with autocast(device, cfg.train.dtype):
+        with autocast(device, dtype):
             losses.append(model(x, y)[1].item())
     model.train(was_training)
     return float(np.mean(losses))
@@ -199,10 +236,12 @@ def train(cfg: Config, resume: bool = False, log=print, on_step=None) -> TrainRe
     if ckpt and ckpt.state.get("data_fingerprint") != data.fingerprint:
         raise CLLMError("--resume: the training data or tokenizer changed since the checkpoint was written")
 
+    dtype = resolve_dtype(t.dtype, device)
     model = GPT(cfg.model)
     if ckpt:
         ckpt.load_model(model)
     model.to(device).train()
+    forward = compile_model(model, t.compile, log)
     optimizer = make_optimizer(model, t)
     batches = Batches(data.tokens("train"), t.batch_size, cfg.model.block_size, t.seed, device)
     val_tokens = data.tokens("val")
@@ -219,8 +258,9 @@ def train(cfg: Config, resume: bool = False, log=print, on_step=None) -> TrainRe
     out.mkdir(parents=True, exist_ok=True)
     metrics_path = out / "metrics.jsonl"
     _truncate_metrics(metrics_path, keep_through=step)
-    log(f"cllm: {'resuming at step ' + str(step) if ckpt else 'training'} on {device} "
-        f"({model.num_params() / 1e6:.2f}M parameters, {data.meta['train_tokens']:,} train tokens)")
+    log(f"cllm: {'resuming at step ' + str(step) if ckpt else 'training'} on {device} in {dtype}"
+        f"{' (compiled)' if forward is not model else ''}: {model.num_params() / 1e6:.2f}M parameters, "
+        f"{data.meta['train_tokens']:,} train tokens")
     log("config: " + json.dumps(cfg.to_dict()))
 
     def state() -> dict:
@@ -231,21 +271,42 @@ def train(cfg: Config, resume: bool = False, log=print, on_step=None) -> TrainRe
 
     result = TrainResult(out=out, step=step, best_val_loss=best_val)
     tokens_per_step = t.batch_size * t.grad_accum * cfg.model.block_size
+    peak = matmul_peak(torch.bfloat16 if dtype == "bfloat16" else torch.float32, device)
+    model_flops = flops_per_token(cfg.model, model.num_params())
+
+    def micro_steps() -> float:
+        """Forward and backward over grad_accum micro-batches; returns the mean loss."""
+        loss_sum = 0.0
+        for _ in range(t.grad_accum):
+            x, y = batches.get()
+            with autocast(device, dtype):
+                _, loss = forward(x, y)
+            (loss / t.grad_accum).backward()
+            loss_sum += loss.item()
+        return loss_sum / t.grad_accum
+
     bar = tqdm(total=t.max_steps, initial=step, disable=not t.progress, unit="step", dynamic_ncols=True)
-    window_start, window_tokens = time.perf_counter(), 0
+    # tokens/s counts time spent in training steps only; "elapsed" is wall time, evals and saves included.
+    window_time, window_tokens = 0.0, 0
+    run_start, elapsed_before = time.perf_counter(), elapsed
     with _StopSignal() as stop, open(metrics_path, "a", encoding="utf-8") as metrics:
         while step < t.max_steps:
             step_start = time.perf_counter()
             lr = lr_at(step, t)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss_sum = 0.0
-            for _ in range(t.grad_accum):
-                x, y = batches.get()
-                with autocast(device, t.dtype):
-                    _, loss = model(x, y)
-                (loss / t.grad_accum).backward()
-                loss_sum += loss.item()
+            if forward is model:
+                train_loss = micro_steps()
+            else:  # the first compiled call compiles; if no working compiler turns up, go on eagerly
+                batch_state = batches.state()
+                try:
+                    train_loss = micro_steps()
+                except Exception as e:  # torch._dynamo wraps compiler failures in many types
+                    bar.write(f"note: torch.compile failed ({type(e).__name__}); continuing eagerly")
+                    forward = model
+                    optimizer.zero_grad(set_to_none=True)
+                    batches.set_state(batch_state)
+                    train_loss = micro_steps()
             if t.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
             optimizer.step()
@@ -253,8 +314,7 @@ def train(cfg: Config, resume: bool = False, log=print, on_step=None) -> TrainRe
             step += 1
             tokens_seen += tokens_per_step
             window_tokens += tokens_per_step
-            elapsed += time.perf_counter() - step_start
-            train_loss = loss_sum / t.grad_accum
+            window_time += time.perf_counter() - step_start
             result.losses.append(train_loss)
             bar.update(1)
             if on_step is not None:
@@ -262,7 +322,7 @@ def train(cfg: Config, resume: bool = False, log=print, on_step=None) -> TrainRe
 
             val_loss = None
             if step % t.eval_interval == 0 or step == t.max_steps:
-                val_loss = evaluate(model, val_tokens, cfg, device, t.seed + 1)
+                val_loss = evaluate(model, val_tokens, cfg, device, t.seed + 1, dtype)
                 result.val_loss = val_loss
                 if best_val is None or val_loss < best_val:
                     best_val = val_loss
@@ -270,15 +330,18 @@ def train(cfg: Config, resume: bool = False, log=print, on_step=None) -> TrainRe
                 bar.write(f"step {step}: train loss {train_loss:.4f}, val loss {val_loss:.4f} "
                           f"(perplexity {math.exp(val_loss):.2f})")
             if step % t.log_interval == 0 or val_loss is not None or step == t.max_steps:
-                now = time.perf_counter()
-                tok_s = window_tokens / max(now - window_start, 1e-9)
-                window_start, window_tokens = now, 0
+                tok_s = window_tokens / max(window_time, 1e-9)
+                window_time, window_tokens = 0.0, 0
+                elapsed = elapsed_before + time.perf_counter() - run_start
+                mfu = tok_s * model_flops / peak
                 record = {"step": step, "loss": train_loss, "val_loss": val_loss, "lr": lr,
-                          "tokens_per_sec": round(tok_s, 1), "tokens": tokens_seen, "elapsed": round(elapsed, 3)}
+                          "tokens_per_sec": round(tok_s, 1), "mfu": round(mfu, 4), "tokens": tokens_seen,
+                          "elapsed": round(elapsed, 3)}
                 metrics.write(json.dumps(record) + "\n")
                 metrics.flush()
-                bar.set_postfix(loss=f"{train_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}")
+                bar.set_postfix(loss=f"{train_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}", mfu=f"{mfu:.0%}")
             if step % t.save_interval == 0 or step == t.max_steps or stop.received:
+                elapsed = elapsed_before + time.perf_counter() - run_start
                 save_checkpoint(out / LATEST, model, data.tokenizer, state(), optimizer)
             if stop.received:
                 result.interrupted = True
@@ -286,6 +349,7 @@ def train(cfg: Config, resume: bool = False, log=print, on_step=None) -> TrainRe
                           f"continue with: cllm train --out {out} --resume")
                 break
     bar.close()
+    elapsed = elapsed_before + time.perf_counter() - run_start
     result.step, result.best_val_loss, result.elapsed = step, best_val, elapsed
     if not result.interrupted:
         plot_losses(metrics_path, out / "loss.png")

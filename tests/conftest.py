@@ -27,6 +27,7 @@ def tiny_config(out, **train_overrides) -> Config:
     cfg.train.out = str(out)
     cfg.train.progress = False
     cfg.train.threads = 1
+    cfg.train.dtype = "float32"  # exactness tests are defined for float32 on CPU
     for k, v in train_overrides.items():
         section = "model" if hasattr(cfg.model, k) else "data" if hasattr(cfg.data, k) else "train"
         setattr(getattr(cfg, section), k, v)

@@ -137,8 +137,18 @@ def test_unknown_flag_is_one_line(capsys):
 
 
 def test_bench_runs_and_reports_json(capsys):
-    assert main(["bench", "--preset", "tiny", "--steps", "2", "--warmup", "1", "--baseline", "per-sequence",
-                 "--json", "--threads", "1"]) == 0
+    assert main(["bench", "--preset", "tiny", "--steps", "2", "--warmup", "1", "--compare", "float32-eager",
+                 "per-sequence", "--json", "--threads", "1", "--no-compile"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     summary = json.loads(out[-1])
-    assert summary["preset"] == "tiny" and summary["tokens_per_sec"] > 0 and summary["ratio"] > 0
+    assert summary["preset"] == "tiny" and summary["variant"] == "default"
+    assert summary["tokens_per_sec"] > 0 and 0 < summary["mfu"] < 1 and summary["peak_rss_mb"] > 0
+    assert set(summary["compare"]) == {"float32-eager", "per-sequence"} and summary["ratio"] > 0
+
+
+def test_bench_profile_covers_every_phase(capsys):
+    assert main(["bench", "--preset", "tiny", "--profile", "--json", "--threads", "1"]) == 0
+    profile = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["profile_ms"]
+    assert list(profile) == ["embedding", "attention", "mlp", "norms", "lm head + loss", "backward", "optimizer",
+                             "data", "other"]
+    assert all(ms >= 0 for ms in profile.values()) and profile["backward"] > 0 and profile["attention"] > 0
