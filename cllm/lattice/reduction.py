@@ -71,6 +71,9 @@ def as_int_matrix(rows, name: str = "basis") -> IntMatrix:
     for i, row in enumerate(rows):
         if isinstance(row, (str, bytes)) or not hasattr(row, "__iter__"):
             raise CLLMError(f"{name} row {i} is not a list of integers")
+        if type(row) in (list, tuple) and all(type(x) is int for x in row):
+            out.append(list(row))  # fast path: plain Python ints
+            continue
         r = []
         for j, x in enumerate(row):
             if isinstance(x, bool) or not isinstance(x, (numbers.Integral, flint.fmpz)):
@@ -108,7 +111,7 @@ def integral_gram_schmidt(basis) -> tuple[list[int], list[list[int]]] | None:
     Computed as the fraction-free (Bareiss) LU factorisation of the Gram matrix in FLINT: its pivots
     are the d[i+1] and its upper triangle holds lam. Returns None when the rows are dependent.
     """
-    B = as_int_matrix(basis)
+    B = basis if _validated(basis) else as_int_matrix(basis)
     r = len(B)
     if r == 0:
         return [1], []
@@ -125,6 +128,12 @@ def integral_gram_schmidt(basis) -> tuple[list[int], list[list[int]]] | None:
         return None
     lam = [[int(Ul[j][i]) for j in range(i)] for i in range(r)]
     return d, lam
+
+
+def _validated(rows) -> bool:
+    """Cheap check that rows is already a list of lists of Python ints (skips re-validation)."""
+    return type(rows) is list and all(type(r) is list for r in rows) and (
+        not rows or all(len(r) == len(rows[0]) for r in rows)) and all(type(x) is int for r in rows for x in r)
 
 
 def _identity(r: int):
