@@ -274,3 +274,15 @@ def test_scaling_huge_entries(B, s):
     t = [Fraction(7, 3)] * len(B[0])
     w = closest_vector(B, t)
     assert closest_vector([[s * a for a in r] for r in B], [s * q for q in t]) == [s * a for a in w]
+
+
+def test_huge_targets_and_radii():
+    """Targets far beyond double range are recentred exactly on their Babai point first."""
+    assert closest_vector([[1, 0], [0, 1]], [2**3000 + Fraction(1, 3), 5]) == [2**3000, 5]
+    far = 10**400
+    v = closest_vector([[3, 1], [1, 3]], [far + 1, 7])
+    near = closest_vector([[3, 1], [1, 3]], [far % 8 + 1, 7])  # 8·Z² lies in the lattice
+    assert [v[0] - (far - far % 8), v[1]] == near
+    assert len(enumerate_ball([[3, 1], [1, 3]], [far + 1, 7], 10)) == len(enumerate_ball([[3, 1], [1, 3]], [far % 8 + 1, 7], 10))
+    with pytest.raises(CLLMError):
+        enumerate_ball([[1, 0], [0, 1]], [0, 0], 10**400)

@@ -81,8 +81,11 @@ class Prepared:
         return D, T, lt, Fraction(u, d[self.r] * D * D)
 
     def to_float_up(self, q: Fraction) -> float:
-        """A double ≥ q / 4**shift (q ≥ 0)."""
-        return float(Fraction(q.numerator, q.denominator << (2 * self.shift))) * (1 + 4 * _U)
+        """A double ≥ q / 4**shift (q ≥ 0); +inf when that exceeds the double range."""
+        try:
+            return float(Fraction(q.numerator, q.denominator << (2 * self.shift))) * (1 + 4 * _U)
+        except OverflowError:
+            return math.inf
 
 
 def enumerate_tree(mu: np.ndarray, bstar: np.ndarray, tau: np.ndarray, radius2: float, on_leaves,
@@ -150,7 +153,7 @@ def _expand(i, X, ell, zf, mu, amu, bstar, tau, atau, R2, symmetric):
     if symmetric:
         lo = np.where(zf, np.maximum(lo, 0.0), lo)
     if lo.size and (np.abs(lo).max() > _XMAX or np.abs(hi).max() > _XMAX):
-        raise CLLMError("enumeration coefficients exceed 2**50; basis too badly conditioned")
+        raise CLLMError("enumeration coefficients exceed 2**50 (radius too large or basis badly conditioned)")
     counts = np.maximum(hi - lo + 1, 0).astype(np.int64)
     total = int(counts.sum())
     if total == 0:
@@ -212,6 +215,24 @@ def _sqdist(v: list[int], T: list[int], D: int) -> Fraction:
     return Fraction(sum((D * a - b) ** 2 for a, b in zip(v, T)), D * D)
 
 
+def _recentre(P: Prepared, t: list[Fraction]):
+    """Translate the target by its exact Babai point w (the lattice is translation invariant and
+    lexicographic order is preserved), so the float data τ stays small however large t is.
+    Returns (w, D, T, lam_t, perp2) for t − w."""
+    D, _T, lt, _ = P.target(t)
+    w = _combine(np.array([_nearest_plane(P, D, lt)], dtype=object), P.rows)[0]
+    D, T, lt, perp2 = P.target([q - a for q, a in zip(t, w)])
+    return w, D, T, lt, perp2
+
+
+def _tau(P: Prepared, D: int, lt: list[int]) -> np.ndarray:
+    """Correctly rounded target GS coordinates τ_j = lam_t[j] / (D·d[j+1])."""
+    try:
+        return np.array([lt[j] / (D * P.d[j + 1]) for j in range(P.r)], dtype=np.float64)
+    except OverflowError:
+        raise CLLMError("target coordinates overflow double precision after recentring") from None
+
+
 def babai(basis, target) -> list[int]:
     """Babai's nearest-plane lattice vector for ``target`` (rational vector of length n), exact.
 
@@ -241,10 +262,10 @@ def closest_vector(basis, target) -> list[int]:
     if not rows:
         return [0] * len(t)
     P = Prepared(rows)
-    D, T, lt, perp2 = P.target(t)
-    best = _combine(np.array([_nearest_plane(P, D, lt)], dtype=np.int64), rows)[0]
+    w, D, T, lt, perp2 = _recentre(P, t)  # search around t − w (w = Babai point), add w back
+    best = [0] * P.n
     best_d = _sqdist(best, T, D)
-    tau = np.array([lt[j] / (D * P.d[j + 1]) for j in range(P.r)])
+    tau = _tau(P, D, lt)
 
     def on_leaves(X, _ell):
         nonlocal best, best_d
@@ -255,7 +276,7 @@ def closest_vector(basis, target) -> list[int]:
         return P.to_float_up(best_d - perp2)
 
     enumerate_tree(P.mu, P.bstar, tau, P.to_float_up(best_d - perp2), on_leaves)
-    return best
+    return [a + b for a, b in zip(best, w)]
 
 
 # Above this Gaussian-heuristic tree size BKZ preprocessing pays for itself (measured at n = 35–45:
@@ -329,17 +350,17 @@ def enumerate_ball(basis, center, radius, *, squared: bool = False, limit: int =
     if not rows:
         return [[0] * len(c)] if sum(q * q for q in c) <= R2 else []
     P = Prepared(rows)
-    D, T, lt, perp2 = P.target(c)
+    w, D, T, lt, perp2 = _recentre(P, c)
     if R2 < perp2:
         return []
-    tau = np.array([lt[j] / (D * P.d[j + 1]) for j in range(P.r)])
+    tau = _tau(P, D, lt)
     found: list[tuple[Fraction, list[int]]] = []
 
     def on_leaves(X, _ell):
         for v in _combine(X, rows):
             dv = _sqdist(v, T, D)
             if dv <= R2:
-                found.append((dv, v))
+                found.append((dv, [a + b for a, b in zip(v, w)]))
         if len(found) > limit:
             raise CLLMError(f"more than {limit} lattice points in the ball; raise limit or shrink radius")
         return None
