@@ -29,6 +29,13 @@ class ModelConfig:
     dropout: float = 0.0
     bias: bool = True
     tie_embeddings: bool = True
+    pos_encoding: str = "learned"  # learned | rope | none | a fixed table: sinusoidal
+    embedding_init: str = "normal"  # normal
+    norm: str = "layernorm"  # layernorm | rmsnorm
+    qk_norm: bool = False  # RMS-normalise queries and keys per head
+    mlp: str = "gelu"  # gelu | relu2 | swiglu
+    zero_init_proj: bool = False  # start every block's output projections at zero
+    logit_softcap: float = 0.0  # > 0: logits = cap * tanh(logits / cap)
 
 
 @dataclass
@@ -112,7 +119,17 @@ class Config:
             raise CLLMError(f"beta1 and beta2 must be in [0, 1), got {t.beta1}, {t.beta2}")
         if not 0.0 < t.decay_fraction <= 1.0:
             raise CLLMError(f"decay_fraction must be in (0, 1], got {t.decay_fraction}")
+        from .crystalline import FIXED_POSITION_TABLES, TOKEN_EMBEDDING_INITS
+
+        if m.pos_encoding == "rope" and (m.n_embd // m.n_head) % 2:
+            raise CLLMError(f"rope needs an even head size; n_embd / n_head = {m.n_embd // m.n_head}")
+        if m.logit_softcap < 0:
+            raise CLLMError(f"logit_softcap must be >= 0 (0 = off), got {m.logit_softcap}")
         choices = {
+            "pos_encoding": (m.pos_encoding, ("learned", "rope", "none", *FIXED_POSITION_TABLES)),
+            "embedding_init": (m.embedding_init, ("normal", *TOKEN_EMBEDDING_INITS)),
+            "norm": (m.norm, ("layernorm", "rmsnorm")),
+            "mlp": (m.mlp, ("gelu", "relu2", "swiglu")),
             "schedule": (t.schedule, ("cosine", "linear", "constant", "wsd")),
             "device": (t.device, ("auto", "cpu", "cuda")),
             "dtype": (t.dtype, ("auto", "float32", "bfloat16")),

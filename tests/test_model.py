@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from cllm.config import ModelConfig
@@ -67,3 +68,52 @@ def test_tied_embeddings_share_storage_and_residual_init_is_scaled():
     assert model.lm_head.weight is model.wte.weight
     std = model.blocks[0].attn.c_proj.weight.std().item()
     assert std < 0.02 / (2 * 2) ** 0.5 * 1.6
+
+
+OPTIONS = [
+    {"pos_encoding": "rope"}, {"pos_encoding": "none"}, {"pos_encoding": "sinusoidal"},
+    {"norm": "rmsnorm"}, {"qk_norm": True}, {"mlp": "relu2"}, {"mlp": "swiglu"},
+    {"logit_softcap": 15.0}, {"tie_embeddings": False, "bias": False},
+]
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_each_architecture_option_is_causal_batch_consistent_and_gets_gradients(options):
+    model = tiny_model(torch.float64, **options)
+    x = torch.randint(0, 11, (3, 8))
+    logits, loss = model(x, x)
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    model.eval()
+    with torch.no_grad():
+        for b in range(3):
+            torch.testing.assert_close(model(x[b:b + 1])[0], model(x)[0][b:b + 1])
+        x2 = x.clone()
+        x2[:, 5:] = (x2[:, 5:] + 1) % 11
+        torch.testing.assert_close(model(x)[0][:, :5], model(x2)[0][:, :5])
+    if options.get("logit_softcap"):
+        assert logits.abs().max() < options["logit_softcap"]
+
+
+def test_rope_makes_attention_depend_on_relative_position_only():
+    from cllm.model import apply_rotary, rotary_tables
+
+    cos, sin = rotary_tables(16, 8)
+    q, k = torch.randn(1, 1, 1, 8), torch.randn(1, 1, 1, 8)
+    def score(i, j):
+        qi = apply_rotary(q, cos[i:i + 1], sin[i:i + 1])
+        kj = apply_rotary(k, cos[j:j + 1], sin[j:j + 1])
+        return (qi * kj).sum().item()
+    assert abs(score(3, 1) - score(10, 8)) < 1e-5 and abs(score(3, 1) - score(3, 2)) > 1e-6
+
+
+def test_zero_init_projections_start_blocks_as_identity():
+    model = tiny_model(zero_init_proj=True)
+    assert all(b.attn.c_proj.weight.abs().sum() == 0 and b.mlp.c_proj.weight.abs().sum() == 0 for b in model.blocks)
+
+
+def test_swiglu_keeps_parameter_count_close_to_gelu():
+    gelu = GPT(ModelConfig(n_layer=1, n_head=4, n_embd=96, block_size=8, vocab_size=11))
+    swiglu = GPT(ModelConfig(n_layer=1, n_head=4, n_embd=96, block_size=8, vocab_size=11, mlp="swiglu"))
+    assert abs(swiglu.num_params() / gelu.num_params() - 1) < 0.1
