@@ -53,7 +53,9 @@ class TrainConfig:
     batch_size: int = 12
     grad_accum: int = 1
     max_steps: int = 2000
-    lr: float = 1e-3
+    optimizer: str = "adamw"  # adamw | muon (Muon for block matrices, AdamW for the rest)
+    lr: float = 1e-3  # AdamW's peak learning rate
+    muon_lr: float = 0.02  # Muon's peak learning rate (with optimizer = muon)
     min_lr: float = 1e-4
     schedule: str = "cosine"  # cosine | linear | constant | wsd (warmup-stable-decay)
     warmup_steps: int = 100
@@ -63,7 +65,7 @@ class TrainConfig:
     beta2: float = 0.99
     grad_clip: float = 1.0  # 0 disables clipping
     eval_interval: int = 250
-    eval_batches: int = 20
+    eval_batches: int = 20  # 0: the whole validation split, every token scored once
     log_interval: int = 10
     save_interval: int = 500
     seed: int = 1337
@@ -96,7 +98,7 @@ class Config:
         positive = {
             "n_layer": m.n_layer, "n_head": m.n_head, "n_embd": m.n_embd, "block_size": m.block_size,
             "batch_size": t.batch_size, "grad_accum": t.grad_accum, "max_steps": t.max_steps,
-            "lr": t.lr, "eval_interval": t.eval_interval, "eval_batches": t.eval_batches,
+            "lr": t.lr, "muon_lr": t.muon_lr, "eval_interval": t.eval_interval,
             "log_interval": t.log_interval, "save_interval": t.save_interval,
             "tokenizer_vocab_size": d.tokenizer_vocab_size,
         }
@@ -113,6 +115,8 @@ class Config:
             raise CLLMError(f"val_fraction must be between 0 and 1, got {d.val_fraction}")
         if not 0.0 <= t.min_lr <= t.lr:
             raise CLLMError(f"min_lr ({t.min_lr}) must be in [0, lr={t.lr}]")
+        if t.eval_batches < 0:
+            raise CLLMError(f"eval_batches must be >= 0 (0 = the whole validation split), got {t.eval_batches}")
         if t.warmup_steps < 0 or t.weight_decay < 0 or t.grad_clip < 0 or t.threads < 0 or t.sample_tokens < 0:
             raise CLLMError("warmup_steps, weight_decay, grad_clip, threads and sample_tokens must be >= 0")
         if not (0.0 <= t.beta1 < 1.0 and 0.0 <= t.beta2 < 1.0):
@@ -131,6 +135,7 @@ class Config:
             "norm": (m.norm, ("layernorm", "rmsnorm")),
             "mlp": (m.mlp, ("gelu", "relu2", "swiglu")),
             "schedule": (t.schedule, ("cosine", "linear", "constant", "wsd")),
+            "optimizer": (t.optimizer, ("adamw", "muon")),
             "device": (t.device, ("auto", "cpu", "cuda")),
             "dtype": (t.dtype, ("auto", "float32", "bfloat16")),
             "errors": (d.errors, ("strict", "replace")),

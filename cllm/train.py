@@ -28,7 +28,9 @@ from .checkpoint import BEST, LATEST, Checkpoint, load_checkpoint, save_checkpoi
 from .config import Config, TrainConfig
 from .data import Batches, PreparedData, load_prepared, prepare
 from .errors import CLLMError
+from .evaluate import score_ids
 from .model import GPT
+from .optim import Muon, OptimizerSet
 from .perf import flops_per_token, matmul_peak
 
 # Settings that may differ between a checkpoint and the run resuming it: how long to run, how
@@ -57,24 +59,34 @@ def lr_at(step: int, t: TrainConfig) -> float:
     return t.min_lr + 0.5 * (t.lr - t.min_lr) * (1.0 + math.cos(math.pi * frac))  # cosine
 
 
-def make_optimizer(model: torch.nn.Module, t: TrainConfig, fused: bool = True) -> torch.optim.AdamW:
-    """AdamW with bias correction; weight decay only on matrices (>= 2-D), never on biases or norm gains.
+def make_optimizer(model: torch.nn.Module, t: TrainConfig, fused: bool = True):
+    """AdamW with bias correction, weight decay only on matrices (>= 2-D), never on biases or norm gains;
+    with ``t.optimizer == "muon"``, the blocks' weight matrices go to Muon instead (cllm/optim.py).
 
-    ``fused`` uses the single-kernel implementation (same arithmetic as the loop over parameters,
-    one pass over memory); it falls back to ``foreach`` where the build has no fused kernel.
+    ``fused`` uses AdamW's single-kernel implementation (same arithmetic, one pass over memory),
+    falling back to ``foreach`` where the build has none. Every param group carries its peak
+    learning rate as ``base_lr``; the schedule scales it.
     """
-    params = [p for p in model.parameters() if p.requires_grad]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    to_muon = [p for n, p in named if t.optimizer == "muon" and p.dim() == 2 and n.startswith("blocks.")]
+    muon_ids = {id(p) for p in to_muon}
+    rest = [p for _, p in named if id(p) not in muon_ids]
     groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": t.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        {"params": [p for p in rest if p.dim() >= 2], "weight_decay": t.weight_decay, "base_lr": t.lr},
+        {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0, "base_lr": t.lr},
     ]
     kwargs = dict(lr=t.lr, betas=(t.beta1, t.beta2))
+    adamw = None
     if fused:
         try:
-            return torch.optim.AdamW(groups, fused=True, **kwargs)
+            adamw = torch.optim.AdamW(groups, fused=True, **kwargs)
         except (RuntimeError, TypeError):
             pass
-    return torch.optim.AdamW(groups, foreach=True, **kwargs)
+    adamw = adamw or torch.optim.AdamW(groups, foreach=True, **kwargs)
+    if not to_muon:
+        return adamw
+    muon = Muon([{"params": to_muon, "base_lr": t.muon_lr}], lr=t.muon_lr)
+    return OptimizerSet(adamw, muon)
 
 
 def resolve_dtype(name: str, device: torch.device) -> str:
@@ -119,7 +131,11 @@ def autocast(device: torch.device, dtype: str):
 
 @torch.no_grad()
 def evaluate(model: GPT, tokens: np.ndarray, cfg: Config, device: torch.device, seed: int, dtype: str) -> float:
-    """Mean loss over ``eval_batches`` batches drawn by a fresh generator: the same batches every call."""
+    """Mean validation loss: over ``eval_batches`` batches drawn by a fresh generator (the same batches
+    every call), or with eval_batches = 0 over every token of the split."""
+    if cfg.train.eval_batches == 0:
+        total, n = score_ids(model, tokens, autocast=lambda: autocast(device, dtype))
+        return total / n
     was_training = model.training
     model.eval()
     batches = Batches(tokens, cfg.train.batch_size, cfg.model.block_size, seed, device)
@@ -294,7 +310,7 @@ def train(cfg: Config, resume: bool = False, log=print, on_step=None) -> TrainRe
             step_start = time.perf_counter()
             lr = lr_at(step, t)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = group["base_lr"] * lr / t.lr
             if forward is model:
                 train_loss = micro_steps()
             else:  # the first compiled call compiles; if no working compiler turns up, go on eagerly

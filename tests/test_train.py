@@ -170,3 +170,42 @@ def test_gradient_accumulation_matches_a_bigger_batch(tmp_path, corpus_file):
     b = train(tiny_config(tmp_path / "b", data=str(corpus_file), max_steps=1, batch_size=4, grad_accum=2),
               log=lambda *a: None)
     assert math.isclose(a.losses[0], b.losses[0], rel_tol=1e-5)
+
+
+def test_full_split_evaluation_scores_every_token(tmp_path, corpus_file):
+    from cllm.evaluate import score_ids
+    from cllm.train import evaluate
+
+    cfg = tiny_config(tmp_path / "run", data=str(corpus_file), max_steps=3, eval_batches=0)
+    result = train(cfg, log=lambda *a: None)
+    model, _, _ = load_model(str(tmp_path / "run"))
+    val = np.fromfile(tmp_path / "run" / "data" / "val.bin", dtype=np.uint16)
+    total, n = score_ids(model, val, batch_size=3)
+    assert n == len(val) - 1
+    # the same sum, one window at a time with a plain loop
+    ids = torch.as_tensor(val.astype(np.int64))
+    block, manual = model.cfg.block_size, 0.0
+    for s in range(0, len(ids) - 1, block):
+        x, y = ids[s:s + block][None], ids[s + 1:s + block + 1]
+        manual += torch.nn.functional.cross_entropy(model(x[:, :len(y)])[0][0], y, reduction="sum").item()
+    assert math.isclose(total, manual, rel_tol=1e-5)
+    assert math.isclose(result.val_loss, evaluate(model, val, cfg, torch.device("cpu"), 0, "float32"), rel_tol=1e-5)
+
+
+def test_muon_trains_and_resumes_exactly(tmp_path, corpus_file):
+    common = dict(data=str(corpus_file), max_steps=16, log_interval=1, optimizer="muon", muon_lr=0.02)
+    straight = train(tiny_config(tmp_path / "a", **common), log=lambda *a: None)
+    assert np.mean(straight.losses[-4:]) < straight.losses[0] - 0.5
+    first = train(tiny_config(tmp_path / "b", **common), log=lambda *a: None, on_step=_interrupt_at(7))
+    second = train(tiny_config(tmp_path / "b", **common), resume=True, log=lambda *a: None)
+    assert first.losses + second.losses == straight.losses
+
+
+def test_newton_schulz_orthogonalises():
+    from cllm.optim import newton_schulz
+
+    g = torch.randn(32, 64)
+    x = newton_schulz(g, steps=10)
+    singular = torch.linalg.svdvals(x)
+    assert singular.min() > 0.5 and singular.max() < 1.3
+    assert newton_schulz(torch.randn(64, 32)).shape == (64, 32)

@@ -1,0 +1,85 @@
+"""Muon: momentum SGD whose update for each weight matrix is orthogonalised by Newton–Schulz.
+
+For the 2-D weight matrices inside the transformer blocks, Muon replaces AdamW's per-coordinate
+step with the nearest semi-orthogonal matrix to the momentum (all singular values pushed to ~1),
+which equalises learning across directions; embeddings, the LM head, biases and norm gains keep
+AdamW. Reference: Keller Jordan et al., "Muon: An optimizer for hidden layers" (2024).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
+    """g: [m, n] -> approximately U Vᵀ of g's SVD (singular values mapped into ~[0.7, 1.2]).
+
+    The quintic iteration's coefficients maximise the slope at zero, so small singular values
+    grow fast; exact orthogonality is not needed for the optimizer.
+    """
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = g / (g.norm() + eps)
+    transpose = g.size(0) > g.size(1)
+    if transpose:  # iterate on the wide orientation: the Gram matrix is the smaller one
+        x = x.T
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.T if transpose else x
+
+
+class Muon(torch.optim.Optimizer):
+    """Orthogonalised Nesterov momentum for 2-D parameters. lr is the spectral step size."""
+
+    def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, weight_decay: float = 0.0, ns_steps: int = 5):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, ns_steps=ns_steps))
+        for group in self.param_groups:
+            if any(p.dim() != 2 for p in group["params"]):
+                raise ValueError("Muon only takes 2-D parameters")
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "momentum" not in state:
+                    state["momentum"] = torch.zeros_like(p)
+                buf = state["momentum"]
+                buf.lerp_(p.grad, 1 - group["momentum"])
+                update = p.grad.lerp(buf, group["momentum"])  # Nesterov
+                update = newton_schulz(update, group["ns_steps"])
+                # Rectangular matrices: scale so the update's RMS does not depend on the aspect ratio.
+                scale = max(1.0, p.size(0) / p.size(1)) ** 0.5
+                if group["weight_decay"]:
+                    p.mul_(1 - group["lr"] * group["weight_decay"])
+                p.add_(update, alpha=-group["lr"] * scale)
+
+
+class OptimizerSet:
+    """Several optimizers stepped together, with one state_dict; quacks like one optimizer to train.py."""
+
+    def __init__(self, *optimizers: torch.optim.Optimizer):
+        self.optimizers = optimizers
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return [g for opt in self.optimizers for g in opt.param_groups]
+
+    def step(self) -> None:
+        for opt in self.optimizers:
+            opt.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return {"optimizers": [opt.state_dict() for opt in self.optimizers]}
+
+    def load_state_dict(self, state: dict) -> None:
+        if len(state.get("optimizers", [])) != len(self.optimizers):
+            raise ValueError("optimizer state holds a different set of optimizers")
+        for opt, s in zip(self.optimizers, state["optimizers"]):
+            opt.load_state_dict(s)
