@@ -11,21 +11,22 @@ from __future__ import annotations
 import torch
 
 
-def newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
-    """g: [m, n] -> approximately U Vᵀ of g's SVD (singular values mapped into ~[0.7, 1.2]).
+def newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7, dtype=torch.bfloat16) -> torch.Tensor:
+    """g: [..., m, n] -> approximately U Vᵀ of each matrix's SVD (singular values into ~[0.7, 1.2]).
 
     The quintic iteration's coefficients maximise the slope at zero, so small singular values
-    grow fast; exact orthogonality is not needed for the optimizer.
+    grow fast; exact orthogonality is not needed for an optimizer step, so the iteration runs in
+    bfloat16 (a stack of same-shape matrices in one batched product).
     """
     a, b, c = 3.4445, -4.7750, 2.0315
-    x = g / (g.norm() + eps)
-    transpose = g.size(0) > g.size(1)
+    x = (g / (g.norm(dim=(-2, -1), keepdim=True) + eps)).to(dtype)
+    transpose = g.size(-2) > g.size(-1)
     if transpose:  # iterate on the wide orientation: the Gram matrix is the smaller one
-        x = x.T
+        x = x.mT
     for _ in range(steps):
-        gram = x @ x.T
+        gram = x @ x.mT
         x = a * x + (b * gram + c * gram @ gram) @ x
-    return x.T if transpose else x
+    return (x.mT if transpose else x).to(g.dtype)
 
 
 class Muon(torch.optim.Optimizer):
@@ -40,21 +41,26 @@ class Muon(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
+            by_shape: dict[tuple, list] = {}
             for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if "momentum" not in state:
-                    state["momentum"] = torch.zeros_like(p)
-                buf = state["momentum"]
-                buf.lerp_(p.grad, 1 - group["momentum"])
-                update = p.grad.lerp(buf, group["momentum"])  # Nesterov
-                update = newton_schulz(update, group["ns_steps"])
+                if p.grad is not None:
+                    by_shape.setdefault(tuple(p.shape), []).append(p)
+            for shape, params in by_shape.items():
+                updates = []
+                for p in params:
+                    state = self.state[p]
+                    if "momentum" not in state:
+                        state["momentum"] = torch.zeros_like(p)
+                    buf = state["momentum"]
+                    buf.lerp_(p.grad, 1 - group["momentum"])
+                    updates.append(p.grad.lerp(buf, group["momentum"]))  # Nesterov
+                ortho = newton_schulz(torch.stack(updates), group["ns_steps"])
                 # Rectangular matrices: scale so the update's RMS does not depend on the aspect ratio.
-                scale = max(1.0, p.size(0) / p.size(1)) ** 0.5
-                if group["weight_decay"]:
-                    p.mul_(1 - group["lr"] * group["weight_decay"])
-                p.add_(update, alpha=-group["lr"] * scale)
+                scale = max(1.0, shape[0] / shape[1]) ** 0.5
+                for p, u in zip(params, ortho):
+                    if group["weight_decay"]:
+                        p.mul_(1 - group["lr"] * group["weight_decay"])
+                    p.add_(u, alpha=-group["lr"] * scale)
 
 
 class OptimizerSet:
