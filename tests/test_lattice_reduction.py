@@ -247,3 +247,20 @@ def test_float_guided_size_reduction_path():
 def test_transform_false_same_basis(B):
     res, res2 = lll(B), lll(B, transform=False)
     assert res2.basis == res.basis and res2.rank == res.rank and res2.transform is None
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(16, 22), st.integers(0, 3), st.sampled_from([4, 20, 40]), st.data(),
+       st.sampled_from([Fraction(99, 100), Fraction(3, 4), Fraction(1)]))
+def test_lll_properties_certificate_sizes(m, extra, bits, data, delta):
+    """Sizes where lll() tries the float certificate first: same exact guarantees."""
+    n = m + extra
+    ent = st.integers(-(2**bits), 2**bits)
+    B = data.draw(st.lists(st.lists(ent, min_size=n, max_size=n), min_size=m, max_size=m))
+    res = lll(B, delta)
+    R, U = res
+    assert res.rank == flint.fmpz_mat(B).rank() and len(R) == res.rank
+    assert flint.fmpz_mat(U) * flint.fmpz_mat(B) == flint.fmpz_mat(R + [[0] * n] * (m - res.rank))
+    assert abs(flint.fmpz_mat(U).det()) == 1
+    check_conditions_fraction(R, delta)
+    assert hnf_rows(R, n) == hnf_rows(B, n)

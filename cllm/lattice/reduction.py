@@ -237,6 +237,7 @@ def integral_lll(B: IntMatrix, U: IntMatrix, d: list[int], lam: list[list[int]],
 
 path_counts = {"certified": 0, "size_fixed": 0, "exact": 0}  # which path proved each lll() result
 _FLINT_ETA = 0.5001  # FLINT's size-reduction tolerance; FLINT accepts eta ∈ [0.5, √δ)
+_CERT_MIN_ROWS = 16  # below this the exact pass is cheaper than the float certificate (measured)
 _FIX_ABOVE = 0.5 + 1e-9  # float-guided size reduction of |μ̃| above this (heuristic; exactness unaffected)
 
 
@@ -283,7 +284,7 @@ def lll(basis, delta=Fraction(99, 100), transform: bool = True) -> LLLResult:
             kernel += [red_U[i] for i in range(len(red_rows)) if i not in keep]
             red_U = [red_U[i] for i in keep]
         red_rows = [red_rows[i] for i in keep]
-    if not _certify_or_fix(red_rows, red_U, delta):
+    if len(red_rows) < _CERT_MIN_ROWS or not _certify_or_fix(red_rows, red_U, delta):
         gs = integral_gram_schmidt(red_rows)
         if gs is None:
             raise CLLMError("internal error: FLINT returned dependent nonzero rows")
