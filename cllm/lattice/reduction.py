@@ -4,10 +4,12 @@ Conventions: a basis is a list of m rows (lattice vectors), each a list of n Pyt
 is the set of integer combinations of the rows. All results are exact.
 
 ``lll`` runs FLINT's LLL (``python-flint``'s ``fmpz_mat.lll``, floating-point guided, fast) and then
-an exact *integral* LLL pass (Cohen, Algorithm 2.6.7, de Weger's integral variables) that checks
-every size-reduction and Lovász condition in integers and repairs the few that FLINT's η = 0.501
-tolerance leaves (|μ| slightly above ½), so the output satisfies |μᵢⱼ| ≤ ½ and Lovász with the
-requested rational δ exactly.
+*proves* the result: first with the rigorous floating-point certificate of ``cllm.lattice.certify``
+(a-priori-bounded float64 enclosures of the exact Gram–Schmidt data); if that is inconclusive (exact
+ties such as |μ| = ½, huge entries, small bases where it does not pay), with an exact *integral* LLL
+pass (Cohen, Algorithm 2.6.7, de Weger's integral variables) that checks every size-reduction and
+Lovász condition in integers and repairs any violation. Either way the output satisfies |μᵢⱼ| ≤ ½
+and Lovász with the requested rational δ exactly.
 
 Integral Gram–Schmidt variables (used throughout ``cllm.lattice``): for independent rows b₀…b_{r-1}
     d[0] = 1,  d[i+1] = det(Gram(b₀…bᵢ)) = Π_{j≤i} ‖b*ⱼ‖²        (positive integers)
