@@ -190,7 +190,7 @@ def test_huge_entries_fall_back_to_exact_pass():
 
 @pytest.mark.parametrize("k", [20, 40, 60, 100])
 def test_certificate_rejects_near_misses(k):
-    """|μ| = ½ + 2⁻ᵏ and Lovász missed by 2⁻ᵏ (relative): never certified."""
+    """|μ| = ½ + 2⁻ᵏ and Lovász missed by a relative ≈ 2¹⁻ᵏ: never certified."""
     N = 2**k
     assert not certify_lll(to_float([[N, 0], [N // 2 + 1, 1]]), _delta_up(Fraction(1, 2)))[0]
     assert not is_lll_reduced([[N, 0], [N // 2 + 1, 1]], Fraction(1, 2))
