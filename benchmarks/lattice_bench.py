@@ -6,7 +6,9 @@ disagreements. Prints Markdown tables. Run it alone on the machine:
 Inputs are generated here with a seeded ``random.Random`` (the same Python-list matrices go to every
 library): "uniform b-bit" = n × n entries uniform in [0, 2^b); "knapsack b-bit" = n × (n+1) rows
 (a_i, e_i) with a_i uniform b-bit. Times are medians over repetitions, conversion from Python lists
-included for every library. fpylll peers: LLL.reduction (no transform, its default; and with a
+included for every library. "cllm path" says how cllm proved the result: ``certified`` (rigorous float
+certificate), ``size_fixed`` (certificate after a float-guided integer size reduction) or ``exact``
+(integral LLL fallback). fpylll peers: LLL.reduction (no transform, its default; and with a
 transform, which cllm always returns); CVP.closest_vector(method="fast" and "proved") on an LLL-reduced
 basis; for SVP the unpruned float enumeration fpylll's own SVP would run (Enumeration on GSO.Mat).
 """
@@ -24,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cllm.lattice import closest_vector, lll, shortest_vector  # noqa: E402
+from cllm.lattice import closest_vector, lll, reduction, shortest_vector  # noqa: E402
 
 try:
     from fpylll import CVP, GSO, LLL, Enumeration, IntegerMatrix
@@ -78,8 +80,8 @@ def ms(x):
 
 def bench_lll(args, rng):
     print("\n### LLL (δ = 0.99), median ms\n")
-    cols = ["basis", "n", "cllm lll", "fpylll", "fpylll +U", "ratio cllm/fpylll", "ratio cllm/fpylll+U",
-            "sympy (FLINT DFM)", "sympy (pure Python)"]
+    cols = ["basis", "n", "cllm lll", "cllm lll no U", "fpylll", "fpylll +U", "ratio cllm/fpylll",
+            "ratio cllm no U/fpylll", "ratio cllm/fpylll+U", "sympy (FLINT DFM)", "sympy (pure Python)", "cllm path"]
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     kinds = [("uniform", 10), ("uniform", 20), ("uniform", 30), ("knapsack", 30), ("knapsack", None)]
     for n in (10, 20, 40):
@@ -87,14 +89,19 @@ def bench_lll(args, rng):
             b = bits if bits is not None else 10 * n  # "hard" knapsack: 10n-bit numbers
             B = uniform(rng, n, b) if kind == "uniform" else knapsack(rng, n, b)
             reps = args.reps
+            before = dict(reduction.path_counts)
             t_c = median_time(lambda: lll(B), reps)
+            path = "+".join(k for k in reduction.path_counts if reduction.path_counts[k] > before[k])
+            t_cn = median_time(lambda: lll(B, transform=False), reps)
             t_f = median_time(lambda: fpylll_lll(B, False), reps) if HAVE_FPYLLL else None
             t_fu = median_time(lambda: fpylll_lll(B, True), reps) if HAVE_FPYLLL else None
             t_sf = median_time(lambda: sympy_lll(B, False), reps)
             t_sp = median_time(lambda: sympy_lll(B, True), max(1, reps // 5)) if (n <= 20 or not args.quick) and b <= 40 else None
-            print(f"| {kind} {b}-bit | {n} | {ms(t_c)} | {ms(t_f)} | {ms(t_fu)} | "
-                  f"{t_c / t_f:.2f} | {t_c / t_fu:.2f} | {ms(t_sf)} | {ms(t_sp)} |" if HAVE_FPYLLL else
-                  f"| {kind} {b}-bit | {n} | {ms(t_c)} | — | — | — | — | {ms(t_sf)} | {ms(t_sp)} |", flush=True)
+            print(f"| {kind} {b}-bit | {n} | {ms(t_c)} | {ms(t_cn)} | {ms(t_f)} | {ms(t_fu)} | "
+                  f"{t_c / t_f:.2f} | {t_cn / t_f:.2f} | {t_c / t_fu:.2f} | {ms(t_sf)} | {ms(t_sp)} | {path} |"
+                  if HAVE_FPYLLL else
+                  f"| {kind} {b}-bit | {n} | {ms(t_c)} | {ms(t_cn)} | — | — | — | — | — | {ms(t_sf)} | {ms(t_sp)} "
+                  f"| {path} |", flush=True)
 
 
 def sqd(v, t):
@@ -194,22 +201,36 @@ def bench_issue235(args):
 
 
 def bench_parts(args, rng):
-    """Where cllm's LLL time goes at n = 40 (uniform 30-bit): FLINT LLL vs the exact certificate."""
+    """Where cllm's LLL time goes at n = 40 (uniform 30-bit): FLINT LLL, conversions, the float
+    certificate, and (for comparison) the exact certificate used as fallback."""
     import flint
+    import numpy as np
 
-    from cllm.lattice.reduction import integral_gram_schmidt
+    from cllm.lattice.certify import certify_lll, float_mu, to_float
+    from cllm.lattice.reduction import _FLINT_ETA, integral_gram_schmidt
 
     print("\n### cllm lll cost breakdown, uniform 30-bit, n = 40, median ms\n")
     print("| step | ms |\n|---|---|")
     B = uniform(rng, 40, 30)
-    R, _T = flint.fmpz_mat(B).lll(transform=True, delta=0.994, eta=0.501)
+    R, T = flint.fmpz_mat(B).lll(transform=True, delta=0.994, eta=_FLINT_ETA)
     rows = [[int(x) for x in r] for r in R.tolist()]
+    Bf = to_float(rows)
     G = R * R.transpose()
     for name, fn in [("whole cllm lll(B)", lambda: lll(B)),
-                     ("FLINT fmpz_mat.lll(transform=True)", lambda: flint.fmpz_mat(B).lll(transform=True, delta=0.994, eta=0.501)),
-                     ("FLINT fflu of the Gram matrix (exact GS integers)", lambda: G.fflu()),
-                     ("integral_gram_schmidt (fflu + conversion)", lambda: integral_gram_schmidt(rows))]:
+                     ("whole cllm lll(B, transform=False)", lambda: lll(B, transform=False)),
+                     ("FLINT fmpz_mat.lll(transform=True) incl. fmpz_mat(B)",
+                      lambda: flint.fmpz_mat(B).lll(transform=True, delta=0.994, eta=_FLINT_ETA)),
+                     ("FLINT fmpz_mat.lll(transform=False) incl. fmpz_mat(B)",
+                      lambda: flint.fmpz_mat(B).lll(transform=False, delta=0.994, eta=_FLINT_ETA)),
+                     ("reduced basis + U to Python ints", lambda: ([[int(x) for x in r] for r in R.tolist()],
+                                                                    [[int(x) for x in r] for r in T.tolist()])),
+                     ("rows to float64 (to_float)", lambda: to_float(rows)),
+                     ("float QR for approximate μ (float_mu)", lambda: float_mu(Bf)),
+                     ("float certificate (certify_lll, incl. QR)", lambda: certify_lll(Bf, 0.99 * (1 + 2**-50))),
+                     ("fallback only: FLINT fflu of the Gram matrix", lambda: G.fflu()),
+                     ("fallback only: integral_gram_schmidt (fflu + conversion)", lambda: integral_gram_schmidt(rows))]:
         print(f"| {name} | {ms(median_time(fn, args.reps))} |", flush=True)
+    assert certify_lll(Bf, 0.99 * (1 + 2**-50))[0]
 
 
 def main():

@@ -4,10 +4,12 @@ Conventions: a basis is a list of m rows (lattice vectors), each a list of n Pyt
 is the set of integer combinations of the rows. All results are exact.
 
 ``lll`` runs FLINT's LLL (``python-flint``'s ``fmpz_mat.lll``, floating-point guided, fast) and then
-an exact *integral* LLL pass (Cohen, Algorithm 2.6.7, de Weger's integral variables) that checks
-every size-reduction and Lovász condition in integers and repairs the few that FLINT's η = 0.501
-tolerance leaves (|μ| slightly above ½), so the output satisfies |μᵢⱼ| ≤ ½ and Lovász with the
-requested rational δ exactly.
+*proves* the result: first with the rigorous floating-point certificate of ``cllm.lattice.certify``
+(a-priori-bounded float64 enclosures of the exact Gram–Schmidt data); if that is inconclusive (exact
+ties such as |μ| = ½, huge entries, small bases where it does not pay), with an exact *integral* LLL
+pass (Cohen, Algorithm 2.6.7, de Weger's integral variables) that checks every size-reduction and
+Lovász condition in integers and repairs any violation. Either way the output satisfies |μᵢⱼ| ≤ ½
+and Lovász with the requested rational δ exactly.
 
 Integral Gram–Schmidt variables (used throughout ``cllm.lattice``): for independent rows b₀…b_{r-1}
     d[0] = 1,  d[i+1] = det(Gram(b₀…bᵢ)) = Π_{j≤i} ‖b*ⱼ‖²        (positive integers)
@@ -21,8 +23,10 @@ import numbers
 from fractions import Fraction
 
 import flint
+import numpy as np
 
 from cllm.errors import CLLMError
+from cllm.lattice.certify import certify_lll, to_float
 from cllm.lattice.exact import as_fraction
 
 IntMatrix = list  # list[list[int]]
@@ -54,8 +58,8 @@ class LLLResult(tuple):
         return self[1]
 
     @property
-    def kernel(self) -> IntMatrix:
-        return self[1][self.rank :]
+    def kernel(self) -> IntMatrix | None:
+        return None if self[1] is None else self[1][self.rank :]
 
 
 def as_int_matrix(rows, name: str = "basis") -> IntMatrix:
@@ -187,7 +191,8 @@ def integral_lll(B: IntMatrix, U: IntMatrix, d: list[int], lam: list[list[int]],
 
     Cohen, *A Course in Computational Algebraic Number Theory*, Algorithm 2.6.7, 0-based: all
     quantities are integers and every division is exact, so the result is exactly δ-LLL-reduced.
-    ``d`` and ``lam`` must be the integral GS variables of B and are updated in place.
+    ``d`` and ``lam`` must be the integral GS variables of B and are updated in place. ``U`` may be
+    None (no transform tracked).
     """
     r = len(B)
     p, q = delta.numerator, delta.denominator
@@ -198,7 +203,8 @@ def integral_lll(B: IntMatrix, U: IntMatrix, d: list[int], lam: list[list[int]],
             c = (2 * lam[k][l] + dl) // (2 * dl)  # nearest integer to μ = lam/d (ties upward)
             bk, bl = B[k], B[l]
             B[k] = [x - c * y for x, y in zip(bk, bl)]
-            U[k] = [x - c * y for x, y in zip(U[k], U[l])]
+            if U is not None:
+                U[k] = [x - c * y for x, y in zip(U[k], U[l])]
             lam[k][l] -= c * dl
             lk, ll = lam[k], lam[l]
             for i in range(l):
@@ -206,7 +212,8 @@ def integral_lll(B: IntMatrix, U: IntMatrix, d: list[int], lam: list[list[int]],
 
     def swap(k: int) -> None:
         B[k], B[k - 1] = B[k - 1], B[k]
-        U[k], U[k - 1] = U[k - 1], U[k]
+        if U is not None:
+            U[k], U[k - 1] = U[k - 1], U[k]
         lk, lk1 = lam[k], lam[k - 1]
         for j in range(k - 1):
             lk[j], lk1[j] = lk1[j], lk[j]
@@ -230,37 +237,104 @@ def integral_lll(B: IntMatrix, U: IntMatrix, d: list[int], lam: list[list[int]],
             k += 1
 
 
-def lll(basis, delta=Fraction(99, 100)) -> LLLResult:
+path_counts = {"certified": 0, "size_fixed": 0, "exact": 0}  # which path proved each lll() result
+_FLINT_ETA = 0.5001  # FLINT's size-reduction tolerance; FLINT accepts eta ∈ [0.5, √δ)
+_CERT_MIN_ROWS = 16  # below this the exact pass is cheaper than the float certificate (measured)
+_FIX_ABOVE = 0.5 + 1e-9  # float-guided size reduction of |μ̃| above this (heuristic; exactness unaffected)
+
+
+def lll(basis, delta=Fraction(99, 100), transform: bool = True) -> LLLResult:
     """δ-LLL reduction, exact. ``reduced, U = lll(B)``; see ``LLLResult`` for the extra attributes.
 
     basis: m × n integer rows, any m, n (not necessarily square or of full rank). Zero vectors
     produced by dependencies are dropped from ``reduced``; ``rank`` says how many rows remain.
     delta: rational in (1/4, 1] (Fraction, int, "99/100", or a float taken at its exact value).
+    transform: when False, U is not computed (``transform`` and ``kernel`` are None) — a little
+    faster; the reduced basis is certified exactly all the same.
+
+    The result is proved δ-LLL-reduced either by the rigorous floating-point certificate of
+    ``cllm.lattice.certify`` or, when that is inconclusive, by the exact integral LLL pass.
+    ``path_counts`` (module level) counts which path decided: ``certified``, ``size_fixed``
+    (certified after a float-guided integer size reduction), ``exact``.
     """
     B = as_int_matrix(basis)
     delta = as_delta(delta)
     m = len(B)
     if m == 0:
-        return LLLResult([], [], 0)
+        return LLLResult([], [] if transform else None, 0)
     n = len(B[0])
     if n == 0:  # m empty rows: every row is the zero vector
-        return LLLResult([], [[int(i == j) for j in range(m)] for i in range(m)], 0)
-    # FLINT with a slightly stronger δ and η = 0.501, so the exact pass rarely needs to swap.
+        return LLLResult([], [[int(i == j) for j in range(m)] for i in range(m)] if transform else None, 0)
+    # FLINT with a slightly stronger δ (Lovász then holds with a margin the certificate can see)
+    # and η just above ½, so that |μ| ≤ ½ usually holds already.
     fdelta = min(float(delta) + 0.004, 0.999)
-    R, T = flint.fmpz_mat(B).lll(transform=True, delta=fdelta, eta=0.501)
+    if transform:
+        R, T = flint.fmpz_mat(B).lll(transform=True, delta=fdelta, eta=_FLINT_ETA)
+        Ut = [[int(x) for x in row] for row in T.tolist()]
+    else:
+        R = flint.fmpz_mat(B).lll(transform=False, delta=fdelta, eta=_FLINT_ETA)
+        Ut = None
     rows = [[int(x) for x in row] for row in R.tolist()]
-    Ut = [[int(x) for x in row] for row in T.tolist()]
     z = 0  # FLINT's zbasis mode moves the zero vectors of a dependent input to the top
     while z < m and not any(rows[z]):
         z += 1
-    red_rows, red_U, kernel = rows[z:], Ut[z:], Ut[:z]
+    red_rows = rows[z:]
+    red_U, kernel = (Ut[z:], Ut[:z]) if transform else (None, None)
     if any(not any(r) for r in red_rows):  # defensive: a zero row that is not on top
         keep = [i for i, r in enumerate(red_rows) if any(r)]
-        kernel += [red_U[i] for i in range(len(red_rows)) if i not in keep]
-        red_rows, red_U = [red_rows[i] for i in keep], [red_U[i] for i in keep]
-    gs = integral_gram_schmidt(red_rows)
-    if gs is None:
-        raise CLLMError("internal error: FLINT returned dependent nonzero rows")
-    d, lam = gs
-    integral_lll(red_rows, red_U, d, lam, delta)
-    return LLLResult(red_rows, red_U + kernel, len(red_rows))
+        if transform:
+            kernel += [red_U[i] for i in range(len(red_rows)) if i not in keep]
+            red_U = [red_U[i] for i in keep]
+        red_rows = [red_rows[i] for i in keep]
+    if len(red_rows) < _CERT_MIN_ROWS or not _certify_or_fix(red_rows, red_U, delta):
+        gs = integral_gram_schmidt(red_rows)
+        if gs is None:
+            raise CLLMError("internal error: FLINT returned dependent nonzero rows")
+        d, lam = gs
+        integral_lll(red_rows, red_U, d, lam, delta)
+        path_counts["exact"] += 1
+    return LLLResult(red_rows, red_U + kernel if transform else None, len(red_rows))
+
+
+def _certify_or_fix(rows: IntMatrix, U: IntMatrix | None, delta: Fraction) -> bool:
+    """True when ``rows`` is proved δ-LLL-reduced by the float certificate (possibly after a
+    float-guided integer size reduction, applied exactly to rows and U). False: use the exact pass.
+    """
+    if len(rows) <= 1:
+        return True  # no LLL condition to check (rows are nonzero)
+    Bf = to_float(rows)
+    if Bf is None or Bf.shape[0] > Bf.shape[1]:
+        return False
+    dup = float(delta) * (1.0 + 2.0**-50)  # ≥ δ: float(Fraction) is correctly rounded
+    ok, Lt = certify_lll(Bf, dup)
+    if ok:
+        path_counts["certified"] += 1
+        return True
+    if Lt is None:
+        return False
+    # Reduce only entries clearly above ½: an exact tie μ = ±½ is allowed and must not be flipped.
+    bad = np.nonzero(np.any(np.abs(np.tril(Lt, -1)) > _FIX_ABOVE, axis=1))[0]
+    if not len(bad):
+        return False  # undecided or a Lovász violation: exact pass
+    for i in bad.tolist():  # ascending: rows j < i (and their Lt rows) are final when row i is done
+        li, bi = Lt[i], rows[i]
+        ui = U[i] if U is not None else None
+        for j in range(i - 1, -1, -1):
+            x = float(li[j])
+            if abs(x) > _FIX_ABOVE:
+                c = round(x)
+                bj = rows[j]
+                bi = [a - c * b for a, b in zip(bi, bj)]
+                if ui is not None:
+                    ui = [a - c * b for a, b in zip(ui, U[j])]
+                li[: j + 1] -= c * Lt[j, : j + 1]
+        rows[i] = bi
+        if ui is not None:
+            U[i] = ui
+    Bf = to_float(rows)
+    if Bf is None:
+        return False
+    ok, _ = certify_lll(Bf, dup)
+    if ok:
+        path_counts["size_fixed"] += 1
+    return ok
