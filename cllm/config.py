@@ -72,6 +72,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = "auto"  # auto (bfloat16 where the hardware has it, else float32) | float32 | bfloat16
     compile: bool = True  # torch.compile the model (falls back to eager when no compiler works)
+    activation_checkpointing: bool = False  # trade ~1/3 more compute for much less activation memory
     threads: int = 0  # 0: all cores
     sample_tokens: int = 200  # printed at the end of training; 0 to skip
     progress: bool = True

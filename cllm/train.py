@@ -37,7 +37,7 @@ from .perf import flops_per_token, matmul_peak
 # often to log, evaluate and save, and where/how fast to compute. Everything else must match.
 RESUMABLE_CHANGES = {
     "out", "max_steps", "eval_interval", "eval_batches", "log_interval", "save_interval",
-    "progress", "sample_tokens", "threads", "device", "dtype", "compile",
+    "progress", "sample_tokens", "threads", "device", "dtype", "compile", "activation_checkpointing",
 }
 
 
@@ -257,6 +257,9 @@ def train(cfg: Config, resume: bool = False, log=print, on_step=None) -> TrainRe
     if ckpt:
         ckpt.load_model(model)
     model.to(device).train()
+    model.activation_checkpointing = t.activation_checkpointing
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")  # TF32 for any float32 matmul left outside autocast
     forward = compile_model(model, t.compile, log)
     optimizer = make_optimizer(model, t)
     batches = Batches(data.tokens("train"), t.batch_size, cfg.model.block_size, t.seed, device)

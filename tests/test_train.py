@@ -209,3 +209,31 @@ def test_newton_schulz_orthogonalises():
     singular = torch.linalg.svdvals(x)
     assert singular.min() > 0.5 and singular.max() < 1.3
     assert newton_schulz(torch.randn(64, 32)).shape == (64, 32)
+
+
+def test_activation_checkpointing_gives_the_same_losses(tmp_path, corpus_file):
+    common = dict(data=str(corpus_file), max_steps=5, log_interval=1, dropout=0.1)
+    plain = train(tiny_config(tmp_path / "a", **common), log=lambda *a: None)
+    ckpt = train(tiny_config(tmp_path / "b", activation_checkpointing=True, **common), log=lambda *a: None)
+    assert all(math.isclose(a, b, rel_tol=1e-5) for a, b in zip(plain.losses, ckpt.losses))
+
+
+def test_compiled_training_matches_eager(tmp_path, corpus_file):
+    common = dict(data=str(corpus_file), max_steps=3, log_interval=1)
+    eager = train(tiny_config(tmp_path / "a", **common), log=lambda *a: None)
+    compiled = train(tiny_config(tmp_path / "b", compile=True, **common), log=lambda *a: None)
+    assert all(math.isclose(a, b, rel_tol=1e-3) for a, b in zip(eager.losses, compiled.losses))
+
+
+def test_broken_compiler_falls_back_to_eager(tmp_path, corpus_file, monkeypatch, capsys):
+    def broken_compile(model, **kwargs):
+        def forward(*args):
+            raise RuntimeError("no working C++ compiler")
+        return forward
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    common = dict(data=str(corpus_file), max_steps=4, log_interval=1)
+    eager = train(tiny_config(tmp_path / "a", **common), log=lambda *a: None)
+    fallback = train(tiny_config(tmp_path / "b", compile=True, **common), log=lambda *a: None)
+    assert fallback.losses == eager.losses
+    assert "torch.compile failed" in capsys.readouterr().out
