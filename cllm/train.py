@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from .checkpoint import BEST, LATEST, Checkpoint, load_checkpoint, save_checkpoint
 from .config import Config, TrainConfig
-from .data import Batches, PreparedData, load_prepared, prepare
+from .data import Batches, PreparedData, load_prepared, prepare, split_paths
 from .errors import CLLMError
 from .model import GPT
 
@@ -81,8 +81,10 @@ def autocast(device: torch.device, dtype: str):
 
 
 @torch.no_grad()
-def evaluate(model: GPT, tokens: np.ndarray, cfg: Config, device: torch.device, seed: int) -> float:
-    """Mean loss over ``eval_batches`` batches drawn by a fresh generator: the same batches every call."""
+def evaluate(model: GPT, tokens, cfg: Config, device: torch.device, seed: int) -> float:
+    """Mean loss over ``eval_batches`` batches drawn by a fresh generator: the same batches every call.
+
+    ``tokens``: the val split, one array or a list of shards (as ``Batches`` takes)."""
     was_training = model.training
     model.eval()
     batches = Batches(tokens, cfg.train.batch_size, cfg.model.block_size, seed, device)
@@ -162,12 +164,15 @@ class _StopSignal:
 
 def load_data(cfg: Config, out: Path) -> PreparedData:
     """A prepared dataset directory is used as is; raw text is prepared (cached) into ``out/data``."""
-    if cfg.data.data and (Path(cfg.data.data) / "meta.json").is_file():
-        data = load_prepared(cfg.data.data)
-        if data.meta["train_tokens"] < cfg.model.block_size + 1 or data.meta["val_tokens"] < cfg.model.block_size + 1:
-            raise CLLMError(f"prepared dataset {cfg.data.data} has a split shorter than block_size + 1 tokens")
+    paths = split_paths(cfg.data.data)
+    if len(paths) == 1 and (Path(paths[0]) / "meta.json").is_file():
+        data = load_prepared(paths[0])
+        need = cfg.model.block_size + 1
+        for split in ("train", "val"):
+            if max((n for _, n in data.meta["shards"][split]), default=0) < need:
+                raise CLLMError(f"prepared dataset {paths[0]} has no {split} shard of block_size + 1 = {need} tokens")
         return data
-    return prepare(cfg.data, out / "data", min_tokens=cfg.model.block_size + 1)
+    return prepare(cfg.data, out / "data", min_tokens=cfg.model.block_size + 1, progress=cfg.train.progress)
 
 
 def train(cfg: Config, resume: bool = False, log=print, on_step=None) -> TrainResult:
@@ -204,8 +209,8 @@ def train(cfg: Config, resume: bool = False, log=print, on_step=None) -> TrainRe
         ckpt.load_model(model)
     model.to(device).train()
     optimizer = make_optimizer(model, t)
-    batches = Batches(data.tokens("train"), t.batch_size, cfg.model.block_size, t.seed, device)
-    val_tokens = data.tokens("val")
+    batches = Batches(data.shards("train"), t.batch_size, cfg.model.block_size, t.seed, device)
+    val_tokens = data.shards("val")
     step, tokens_seen, elapsed, best_val = 0, 0, 0.0, None
     if ckpt:
         try:
