@@ -15,8 +15,9 @@ documents made of random runs of lines of PATH (numbered, so documents differ), 
 plain-text file (a single document streamed in blocks). Deterministic (seed 0).
 
 prepare: runs `python -m cllm.cli prepare` on it in a subprocess and reports wall time, input MB/s,
-and peak memory: the largest resident set of any one process (getrusage) and the largest sum of
-the resident sets of the whole process tree (sampled from /proc every 0.1 s).
+and peak memory: the largest resident set of any one process (getrusage), and the largest sums over
+the whole process tree (main process + workers) of RSS and of PSS (proportional set size: pages
+shared after fork are split among the sharers), sampled from /proc every 0.1 s.
 """
 
 from __future__ import annotations
@@ -141,20 +142,24 @@ def cmd_generate(args) -> dict:
     return info
 
 
-def _tree_rss(pid: int) -> int:
-    """Resident bytes of ``pid`` and all its descendants (from /proc)."""
-    total, stack = 0, [pid]
+def _tree_memory(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) bytes summed over ``pid`` and all its descendants (from /proc). Forked workers
+    share their parent's pages, which RSS counts once per process and PSS divides among them."""
+    rss = pss = 0
+    stack = [pid]
     while stack:
         p = stack.pop()
         try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1]) * 1024
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1]) * 1024
             for task in Path(f"/proc/{p}/task").iterdir():
                 stack.extend(int(c) for c in (task / "children").read_text().split())
         except (OSError, ValueError):
             continue
-    return total
+    return rss, pss
 
 
 def cmd_prepare(args) -> dict:
@@ -164,13 +169,14 @@ def cmd_prepare(args) -> dict:
     cmd = [sys.executable, "-m", "cllm.cli", "prepare", "--data", args.dir, "--out", args.out, "--tokenizer",
            args.tokenizer, "--workers", str(args.workers), "--no-progress", *args.extra]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    peak = [0]
+    peak = [0, 0]
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env)
 
     def sample():
         while proc.poll() is None:
-            peak[0] = max(peak[0], _tree_rss(proc.pid))
+            rss, pss = _tree_memory(proc.pid)
+            peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
             time.sleep(0.1)
 
     th = threading.Thread(target=sample, daemon=True)
@@ -182,7 +188,9 @@ def cmd_prepare(args) -> dict:
     meta = json.loads((Path(args.out) / "meta.json").read_text()) if rc == 0 else {}
     info = {"command": " ".join(cmd), "rc": rc, "wall_s": round(wall, 1), "input_MB": round(src_bytes / 1e6, 1),
             "MBps": round(src_bytes / 1e6 / wall, 2), "peak_rss_one_process_MB": round(maxrss / 1e6),
-            "peak_rss_process_tree_MB": round(peak[0] / 1e6),
+            "peak_rss_sum_process_tree_MB": round(peak[0] / 1e6), "peak_pss_process_tree_MB": round(peak[1] / 1e6),
+            "tokenizer_s": meta.get("tokenizer_training", {}).get("seconds"),
+            "encode_s": meta.get("encoding", {}).get("seconds"),
             "train_tokens": meta.get("train_tokens"), "val_tokens": meta.get("val_tokens"),
             "shards": {k: len(v) for k, v in meta.get("shards", {}).items()},
             "documents": meta.get("split", {}).get("documents"), "tokenizer_training": meta.get("tokenizer_training")}

@@ -176,7 +176,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--out", required=True, help="output directory (train.bin, val.bin, ..., tokenizer.json, meta.json)")
     p.add_argument("--tokenizer", default="char", help="char | byte | word | bpe (default: char)")
     p.add_argument("--tokenizer-vocab-size", type=int, default=8192, help="ids in all, for word and bpe")
-    p.add_argument("--tokenizer-sample-mb", type=int, default=256,
+    p.add_argument("--tokenizer-sample-mb", type=int, default=64,
                    help="word/bpe train on an even sample of at most this many MB (char sees everything)")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--split-seed", type=int, default=1337, help="seed of the choice of val documents")

@@ -46,7 +46,7 @@ class DataConfig:
     exclude: str = ""  # comma-separated globs: in directories, never read matching files
     split_seed: int = 1337  # seeds the choice of val documents (corpora of several documents)
     shard_tokens: int = 1 << 26  # tokens per shard file
-    tokenizer_sample_mb: int = 256  # word/bpe tokenizers train on an even sample of at most this many MB
+    tokenizer_sample_mb: int = 64  # word/bpe tokenizers train on an even sample of at most this many MB
     workers: int = 0  # processes that tokenise in parallel; 0: all cores
 
 

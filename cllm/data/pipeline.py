@@ -34,6 +34,7 @@ import multiprocessing
 import os
 import shutil
 import sys
+import time
 from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -169,8 +170,7 @@ def _training_texts(cfg: DataConfig, sources: list[Source], total_bytes: int, ev
     """Text chunks to train the tokenizer on: all of them, or an even sample of about
     ``tokenizer_sample_mb`` MB (every chunk whose share of the running budget comes due). Reads the
     whole corpus either way, counting each source's non-empty documents into ``docs``."""
-    budget = cfg.tokenizer_sample_mb * 1_000_000
-    rate = 1.0 if everything or total_bytes <= budget else budget / total_bytes
+    rate = 1.0 if everything else cfg.tokenizer_sample_mb * 1_000_000 / total_bytes
     credit = 0.0
     for source in sources:
         docs.append(0)
@@ -200,7 +200,9 @@ def train_tokenizer(cfg: DataConfig, sources: list[Source]) -> tuple[Tokenizer, 
             seen[0] += len(t)
             yield t
 
-    texts = _training_texts(cfg, sources, total, kind == "char", docs)
+    budget = cfg.tokenizer_sample_mb * 1_000_000
+    everything = kind == "char" or total <= budget
+    texts = _training_texts(cfg, sources, total, everything, docs)
     if kind == "byte":
         for _ in texts:  # nothing to learn; the pass only counts documents
             pass
@@ -209,9 +211,19 @@ def train_tokenizer(cfg: DataConfig, sources: list[Source]) -> tuple[Tokenizer, 
         tok = cls.train(counted(texts), vocab_size=cfg.tokenizer_vocab_size)
         for _ in texts:  # a tokenizer may stop reading early; finish the document count
             pass
-    sample = ("none" if kind == "byte" else "all" if kind == "char" or seen[0] >= total
+    sample = ("none" if kind == "byte" else "all" if everything
               else f"even sample of about {cfg.tokenizer_sample_mb} MB")
     return tok, {"trained_on_chars": seen[0], "corpus_bytes": total, "sample": sample}, docs
+
+
+def _release_free_memory() -> None:
+    """Return freed heap pages to the OS (glibc ``malloc_trim``); a no-op elsewhere."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 # ---- encoding (in worker processes for large corpora) ----
@@ -335,7 +347,10 @@ def prepare(cfg: DataConfig, out_dir: str | Path, min_tokens: int = 2, progress:
     if cached is not None:
         return cached
 
+    started = time.perf_counter()
     tokenizer, training, doc_counts = train_tokenizer(cfg, sources)
+    training["seconds"] = round(time.perf_counter() - started, 2)
+    _release_free_memory()  # before forking workers: they should not inherit the training's freed heap
     dtype = token_dtype(tokenizer.vocab_size)
     n_docs = sum(doc_counts)
     if n_docs == 0:
@@ -417,6 +432,7 @@ def prepare(cfg: DataConfig, out_dir: str | Path, min_tokens: int = 2, progress:
                              "val_fraction)), replace=False); documents are the non-empty files and JSONL "
                              "records, numbered from 0 in source order",
                      "val_documents": val_ids.tolist()}
+        encode_s = round(time.perf_counter() - started - training["seconds"], 2)
         if counts["train"] + counts["val"] == 0:
             raise CLLMError(f"corpus is empty: {', '.join(s.name for s in sources)} (no document has text)")
         records = []
@@ -443,6 +459,7 @@ def prepare(cfg: DataConfig, out_dir: str | Path, min_tokens: int = 2, progress:
             "shards": shards,
             "split": split,
             "notes": notes,
+            "encoding": {"workers": workers, "seconds": encode_s},
         }
         _check_split_sizes(meta, min_tokens)
         save_tokenizer(tokenizer, tmp / "tokenizer.json")

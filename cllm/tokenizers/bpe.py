@@ -47,8 +47,8 @@ _NEWLINE_CUT = re.compile(r"\n(?=\S)")
 _BATCH_CHARS = 1 << 15  # characters per joined HF input: enough inputs for both Rust threads
 _CHUNK_CHARS = 1 << 16  # a longer piece is cut at newline boundaries so threads share it
 _CACHED_PIECE_CHARS = 64  # longer pieces are encoded but not kept in the cache
-_CACHE_LIMIT = 1 << 20  # pieces; the cache is emptied when it grows past this ...
-_STORE_LIMIT = 1 << 25  # ... or when its token store does (long pieces leave unreferenced ids there)
+_CACHE_LIMIT = 1 << 19  # pieces; the cache is emptied when it grows past this ...
+_STORE_LIMIT = 1 << 23  # ... or when its token store does (long pieces leave unreferenced ids there)
 
 
 def _require_hf():
