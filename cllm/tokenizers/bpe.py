@@ -232,12 +232,13 @@ class BPETokenizer(Tokenizer):
             chunks = safe_chunks(parts[0])
             inputs.extend(chunks)
             head_chunks.append(len(chunks))
-        groups, size, first = [], 0, 0
-        for k, p in enumerate(missing):
-            size += len(p) + 1
-            if size >= _BATCH_CHARS or k == len(missing) - 1:
-                groups.append((first, k + 1))
-                first, size = k + 1, 0
+        # Groups of consecutive missing pieces of about _BATCH_CHARS characters each (vectorised).
+        lens = np.fromiter(map(len, missing), dtype=np.int64, count=len(missing)) + 1
+        ends = np.cumsum(lens)
+        cuts = np.unique(np.searchsorted(ends, np.arange(_BATCH_CHARS, int(ends[-1]) if len(ends) else 0,
+                                                          _BATCH_CHARS), side="left") + 1)
+        bounds = [0, *cuts[cuts < len(missing)].tolist(), len(missing)] if missing else [0]
+        groups = list(zip(bounds[:-1], bounds[1:]))
         group_texts = [" " + " ".join(missing[a:b]) for a, b in groups]
         encs = self._hf_batch(inputs + group_texts)
         heads, pos = [], 0
@@ -248,8 +249,11 @@ class BPETokenizer(Tokenizer):
         for (a, b), text, enc in zip(groups, group_texts, encs[pos:]):
             ids = np.array(enc.ids, dtype=np.int64)
             group = missing[a:b]
-            sizes = map(len, group) if text.isascii() else (len(p.encode("utf-8")) for p in group)
-            piece_ends = np.cumsum(np.fromiter(sizes, dtype=np.int64, count=b - a) + 1)
+            if text.isascii():
+                piece_ends = ends[a:b] - (ends[a - 1] if a else 0)
+            else:
+                sizes = (len(p.encode("utf-8")) for p in group)
+                piece_ends = np.cumsum(np.fromiter(sizes, dtype=np.int64, count=b - a) + 1)
             ends_at = np.cumsum(byte_len[ids])
             stops = np.searchsorted(ends_at, piece_ends) + 1
             if stops[-1] == len(ids) and np.array_equal(ends_at[stops - 1], piece_ends):
