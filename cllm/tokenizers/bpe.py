@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import re
-from itertools import chain, islice
+from itertools import chain, islice, repeat
 from typing import Iterable
 
 import numpy as np
@@ -161,19 +161,28 @@ class BPETokenizer(Tokenizer):
         if len(self._piece_id) > _CACHE_LIMIT or self._n_store > _STORE_LIMIT:
             self._reset_cache()
         piece_id = self._piece_id
+        lookup = piece_id.get
         splits = [_SPACE_CUT.split(t) for t in texts]
+        # Each piece's number in the cache (-1: not cached yet), one C-level pass per text.
+        pids = [np.fromiter(map(lookup, islice(parts, 1, None), repeat(-1)), dtype=np.int64, count=len(parts) - 1)
+                for parts in splits]
+        misses = [np.flatnonzero(pid < 0) + 1 for pid in pids]
         missing = set()
-        for parts in splits:
-            missing.update(islice(parts, 1, None))
-        missing = [p for p in missing if p not in piece_id]
+        for parts, miss in zip(splits, misses):
+            if len(miss):
+                missing.update(map(parts.__getitem__, miss.tolist()))
+        missing = list(missing)
         heads = self._encode_heads_and_fill(splits, missing)
         get = piece_id.__getitem__
+        for parts, pid, miss in zip(splits, pids, misses):
+            if len(miss):
+                pid[miss - 1] = np.fromiter(map(get, map(parts.__getitem__, miss.tolist())), dtype=np.int64,
+                                            count=len(miss))
         store, starts, lengths = self._store, self._piece_start, self._piece_len
         out = []
-        for head, parts in zip(heads, splits):
+        for head, pid in zip(heads, pids):
             # The text's ids: its head's, then each piece's run of the flat store, gathered in one
             # vectorised index (no Python work per token or per piece beyond one dict lookup).
-            pid = np.fromiter(map(get, islice(parts, 1, None)), dtype=np.int64, count=len(parts) - 1)
             ln = lengths[pid]
             total = int(ln.sum())
             ends = np.cumsum(ln)
