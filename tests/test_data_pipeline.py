@@ -277,28 +277,49 @@ def test_parallel_encoding_equals_serial(tmp_path, kind, monkeypatch):
         assert np.array_equal(parallel.tokens(split), serial.tokens(split))
 
 
-@settings(max_examples=25, deadline=None)
-@given(st.text(alphabet=st.sampled_from(list("ab ,.\n\t\u00e9\u3000'sX1")), max_size=400))
-def test_streamed_chunks_encode_like_the_whole_text(text):
-    chunks = []
-    rest = text
-    while len(rest) > 40:  # the cut the reader makes, at a small block size
-        cut = sources._safe_cut(rest[:40])
+def chunked(text: str, block: int) -> list[str]:
+    """The pieces the reader cuts ``text`` into at a block size of ``block`` characters."""
+    chunks, rest = [], text
+    while len(rest) > block:
+        cut = sources._safe_cut(rest[:block])
         if cut == 0:
             break
         chunks.append(rest[:cut])
         rest = rest[cut:]
-    chunks.append(rest)
+    return chunks + [rest]
+
+
+def assert_chunks_encode_like_the_whole(text: str, block: int) -> None:
+    chunks = chunked(text, block)
     assert "".join(chunks) == text
     for kind, tok in TOKS.items():
-        got = np.concatenate([tok.encode(c) for c in chunks]) if chunks else np.zeros(0)
-        assert np.array_equal(got, tok.encode(text)), kind
+        got = np.concatenate([tok.encode_with_unk(c) for c in chunks]) if text else np.zeros(0)
+        assert np.array_equal(got, tok.encode_with_unk(text)), (kind, chunks)
 
 
+TRAIN = "ab ,.\n\t\u00e9\u3000's X1 ab ab ab's\n\nX  \n\n\nY \n \n  Z\t\n"
 TOKS = {
-    "word": tokenizer_class("word").train(["ab ,. \n\t é 's X 1 " * 3], vocab_size=40),
-    "bpe": tokenizer_class("bpe").train(["ab ,.\n\t\u00e9\u3000's X1 ab ab ab's\n\nX"], vocab_size=280),
+    # Vocabularies that hold multi-character whitespace tokens, so a cut inside a run would show.
+    "word": tokenizer_class("word").train([TRAIN * 3], vocab_size=60),
+    "bpe": tokenizer_class("bpe").train([TRAIN * 20], vocab_size=320),
+    "char": tokenizer_class("char").train([TRAIN]),
 }
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("ab ,.\n\t\u00e9\u3000'sXY1")), max_size=400),
+       st.integers(min_value=3, max_value=60))
+def test_streamed_chunks_encode_like_the_whole_text(text, block):
+    assert_chunks_encode_like_the_whole(text, block)
+
+
+def test_chunks_never_end_inside_or_after_a_whitespace_run():
+    # "\n\n" then a word: GPT-2 splits the run as "\n" + "\n" before a word but not at the end of a
+    # string, so the reader must not cut after the second newline (it did once, on shakespeare.txt).
+    text = "make haste.\n\nSIR M.\nMy good lord,\n  I guess\n\n\nX Y  Z"
+    for block in range(3, len(text) + 1):
+        assert_chunks_encode_like_the_whole(text, block)
+    assert chunked("a.\n\nSIR M.\nMy", 12) == ["a.\n\nSIR M.\n", "My"]
 
 
 def test_tokenizer_trains_on_an_even_sample_of_a_large_corpus(tmp_path):
@@ -336,3 +357,16 @@ def test_config_accepts_the_new_data_settings():
     cfg.data.workers = 2
     cfg.validate()
     assert HEADER.size == 32
+
+
+@pytest.mark.parametrize("kind", ["bpe", "word"])
+def test_streamed_prepare_of_one_document_equals_encoding_it_whole(tmp_path, monkeypatch, kind):
+    paragraphs = [f"SPEAKER {i}.\n{LINES[i % len(LINES)]}\n  {LINES[(i + 1) % len(LINES)]}  \n\n" for i in range(60)]
+    path = tmp_path / "play.txt"
+    path.write_text("".join(paragraphs) + "[Exeunt.]\n\n\n", encoding="utf-8")
+    monkeypatch.setattr(sources, "BLOCK_BYTES", 256)
+    p = prepare(DataConfig(data=str(path), tokenizer=kind, tokenizer_vocab_size=400), tmp_path / "d")
+    ids = np.concatenate([p.tokens("train"), p.tokens("val")]).astype(np.int64)
+    text = path.read_text(encoding="utf-8")
+    whole = p.tokenizer.encode_reference(text) if kind == "bpe" else p.tokenizer.encode(text)
+    assert np.array_equal(ids, whole)

@@ -2,11 +2,10 @@
 JSONL files, read as a stream of documents in bounded memory.
 
 A *document* is one text file, or one line of a ``.jsonl`` file (its ``text_field``). Documents are
-read in pieces ("chunks") of about ``BLOCK_BYTES``, cut only just after a newline that is followed by
-a non-space character. Every tokenizer kind tokenises such pieces to exactly the ids of the whole
-text (char and byte trivially; the word tokenizer's whitespace runs and GPT-2's pre-tokens never
-span a newline followed by a non-space character), so a document larger than RAM streams through.
-Memory is bounded by the block size plus the longest line.
+read in pieces ("chunks") of about ``BLOCK_BYTES``, cut only at a lone newline or space between two
+non-space characters (see ``_safe_cut``). Every tokenizer kind tokenises such pieces to exactly the
+ids of the whole text, so a document larger than RAM streams through. Memory is bounded by the
+block size plus the longest stretch without such a cut point (in practice, a line).
 
 This module does not import torch, so the tokenizer tools can use it cheaply.
 """
@@ -132,13 +131,24 @@ def read_text(path: str | Path, errors: str = "strict") -> str:
 
 
 def _safe_cut(text: str) -> int:
-    """The largest index ``i`` such that ``text[i-1] == "\\n"`` and ``text[i]`` is not whitespace
-    (0 when there is none): cutting there never splits a token of any tokenizer kind."""
-    i = text.rfind("\n")
-    while i >= 0:
-        if i + 1 < len(text) and not text[i + 1].isspace():
-            return i + 1
-        i = text.rfind("\n", 0, i)
+    r"""Where to cut ``text`` so that every tokenizer kind encodes the two sides to exactly the ids of
+    the whole: just after the last newline, or else before the last space, that has a non-space
+    character on both sides (0 when there is none).
+
+    Why both neighbours: a whitespace run before a non-space character tokenises differently at the
+    end of a string (GPT-2's ``\s+(?!\S)`` keeps its last character apart only when a non-space
+    follows; the word tokenizer keeps the run whole), so a cut must not end a chunk inside or just
+    after a run of more than one whitespace character. A lone newline or space between non-space
+    characters is its own pre-token for GPT-2 (a space joins the word after it, so we cut before
+    it), its own token for the word tokenizer, and irrelevant to char and byte. Python's
+    ``isspace`` covers every character Oniguruma's and ``re``'s ``\s`` match, so "not isspace" is a
+    non-space for all of them."""
+    for sep, after in (("\n", 1), (" ", 0)):
+        j = text.rfind(sep)
+        while j > 0:
+            if j + 1 < len(text) and not text[j - 1].isspace() and not text[j + 1].isspace():
+                return j + after
+            j = text.rfind(sep, 0, j)
     return 0
 
 
