@@ -373,3 +373,15 @@ def test_streamed_prepare_of_one_document_equals_encoding_it_whole(tmp_path, mon
     text = path.read_text(encoding="utf-8")
     whole = p.tokenizer.encode_reference(text) if kind == "bpe" else p.tokenizer.encode(text)
     assert np.array_equal(ids, whole)
+
+
+def test_a_file_without_newlines_still_streams_in_blocks(tmp_path, monkeypatch):
+    path = tmp_path / "one-line.txt"
+    text = " ".join(f"word{i % 37}, ünï" for i in range(400))
+    path.write_text(text, encoding="utf-8")
+    monkeypatch.setattr(sources, "BLOCK_BYTES", 200)
+    chunks = [c for _, c in sources.iter_chunks(sources.resolve_sources(str(path))[0])]
+    assert len(chunks) > 10 and max(map(len, chunks)) < 400 and "".join(chunks) == text
+    p = prepare(DataConfig(data=str(path), tokenizer="bpe", tokenizer_vocab_size=300), tmp_path / "d")
+    ids = np.concatenate([p.tokens("train"), p.tokens("val")]).astype(np.int64)
+    assert np.array_equal(ids, p.tokenizer.encode_reference(text))

@@ -275,7 +275,11 @@ def iter_chunks(source: Source, errors: str = "strict", text_field: str = "text"
                     h.update(block)
                 data = pending + block
                 if block:
+                    # Decode up to the last newline (or, in a file without them, space): neither byte
+                    # occurs inside a multi-byte UTF-8 sequence, so no character is split.
                     nl = data.rfind(b"\n")
+                    if nl < 0:
+                        nl = data.rfind(b" ")
                     if nl < 0:
                         pending = data
                         continue
