@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from .checkpoint import BEST, LATEST, Checkpoint, load_checkpoint, save_checkpoint
 from .config import Config, TrainConfig
-from .data import Batches, PreparedData, load_prepared, prepare, split_paths
+from .data import Batches, PreparedData, load_prepared, prepare
 from .errors import CLLMError
 from .model import GPT
 
@@ -164,6 +164,8 @@ class _StopSignal:
 
 def load_data(cfg: Config, out: Path) -> PreparedData:
     """A prepared dataset directory is used as is; raw text is prepared (cached) into ``out/data``."""
+    from .data import split_paths
+
     paths = split_paths(cfg.data.data)
     if len(paths) == 1 and (Path(paths[0]) / "meta.json").is_file():
         data = load_prepared(paths[0])
