@@ -40,11 +40,21 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    data: str = ""  # text file or directory; "" means the bundled Shakespeare corpus
+    # Text files, directories (recursive) and .jsonl files, several separated by os.pathsep (":" on
+    # Linux/macOS); or a prepared dataset directory. "" means the bundled Shakespeare corpus.
+    data: str = ""
     tokenizer: str = "char"
     tokenizer_vocab_size: int = 8192  # for tokenizers that learn a vocabulary of a chosen size
     val_fraction: float = 0.1
-    errors: str = "strict"  # how to treat invalid UTF-8: strict (stop with an error) | replace
+    errors: str = "strict"  # invalid UTF-8: strict (stop with an error) | replace (U+FFFD) | skip (drop bytes)
+    text_field: str = "text"  # the field of each JSONL record that holds its text
+    skip_bad_lines: bool = False  # JSONL lines that are not JSON or lack the field: skip (counted) instead of stopping
+    include: str = ""  # comma-separated globs: in directories, read only matching files (path or name)
+    exclude: str = ""  # comma-separated globs: in directories, never read matching files
+    split_seed: int = 1337  # seeds the choice of val documents (corpora of several documents)
+    shard_tokens: int = 1 << 26  # tokens per shard file
+    tokenizer_sample_mb: int = 64  # word/bpe tokenizers train on an even sample of at most this many MB
+    workers: int = 0  # processes that tokenise in parallel; 0: all cores
 
 
 @dataclass
@@ -101,7 +111,8 @@ class Config:
             "batch_size": t.batch_size, "grad_accum": t.grad_accum, "max_steps": t.max_steps,
             "lr": t.lr, "muon_lr": t.muon_lr, "eval_interval": t.eval_interval,
             "log_interval": t.log_interval, "save_interval": t.save_interval,
-            "tokenizer_vocab_size": d.tokenizer_vocab_size,
+            "tokenizer_vocab_size": d.tokenizer_vocab_size, "shard_tokens": d.shard_tokens,
+            "tokenizer_sample_mb": d.tokenizer_sample_mb,
         }
         for name, value in positive.items():
             if not (value > 0 and math.isfinite(value)):
@@ -110,6 +121,12 @@ class Config:
             raise CLLMError(f"n_embd ({m.n_embd}) must be divisible by n_head ({m.n_head})")
         if m.vocab_size < 0:
             raise CLLMError(f"vocab_size must be 0 (from the tokenizer) or positive, got {m.vocab_size}")
+        if d.workers < 0:
+            raise CLLMError(f"workers must be 0 (all cores) or positive, got {d.workers}")
+        if d.shard_tokens <= m.block_size:
+            raise CLLMError(f"shard_tokens ({d.shard_tokens}) must be more than block_size ({m.block_size})")
+        if not d.text_field:
+            raise CLLMError("text_field must not be empty")
         if not 0.0 <= m.dropout < 1.0:
             raise CLLMError(f"dropout must be in [0, 1), got {m.dropout}")
         if not 0.0 < d.val_fraction < 1.0:
@@ -139,7 +156,7 @@ class Config:
             "optimizer": (t.optimizer, ("adamw", "muon")),
             "device": (t.device, ("auto", "cpu", "cuda")),
             "dtype": (t.dtype, ("auto", "float32", "bfloat16")),
-            "errors": (d.errors, ("strict", "replace")),
+            "errors": (d.errors, ("strict", "replace", "skip")),
         }
         for name, (value, allowed) in choices.items():
             if value not in allowed:

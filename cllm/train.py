@@ -37,7 +37,7 @@ from .perf import flops_per_token, matmul_peak
 # often to log, evaluate and save, and where/how fast to compute. Everything else must match.
 RESUMABLE_CHANGES = {
     "out", "max_steps", "eval_interval", "eval_batches", "log_interval", "save_interval",
-    "progress", "sample_tokens", "threads", "device", "dtype", "compile", "activation_checkpointing",
+    "progress", "sample_tokens", "threads", "device", "dtype", "compile", "activation_checkpointing", "workers",
 }
 
 
@@ -130,12 +130,15 @@ def autocast(device: torch.device, dtype: str):
 
 
 @torch.no_grad()
-def evaluate(model: GPT, tokens: np.ndarray, cfg: Config, device: torch.device, seed: int, dtype: str) -> float:
+def evaluate(model: GPT, tokens, cfg: Config, device: torch.device, seed: int, dtype: str) -> float:
     """Mean validation loss: over ``eval_batches`` batches drawn by a fresh generator (the same batches
-    every call), or with eval_batches = 0 over every token of the split."""
+    every call), or with eval_batches = 0 over every token of the split.
+
+    ``tokens``: the val split, one array or a list of shards (as ``Batches`` takes)."""
     if cfg.train.eval_batches == 0:
-        total, n = score_ids(model, tokens, autocast=lambda: autocast(device, dtype))
-        return total / n
+        shards = tokens if isinstance(tokens, (list, tuple)) else [tokens]
+        scored = [score_ids(model, shard, autocast=lambda: autocast(device, dtype)) for shard in shards]
+        return sum(total for total, _ in scored) / max(1, sum(n for _, n in scored))
     was_training = model.training
     model.eval()
     batches = Batches(tokens, cfg.train.batch_size, cfg.model.block_size, seed, device)
@@ -215,12 +218,17 @@ class _StopSignal:
 
 def load_data(cfg: Config, out: Path) -> PreparedData:
     """A prepared dataset directory is used as is; raw text is prepared (cached) into ``out/data``."""
-    if cfg.data.data and (Path(cfg.data.data) / "meta.json").is_file():
-        data = load_prepared(cfg.data.data)
-        if data.meta["train_tokens"] < cfg.model.block_size + 1 or data.meta["val_tokens"] < cfg.model.block_size + 1:
-            raise CLLMError(f"prepared dataset {cfg.data.data} has a split shorter than block_size + 1 tokens")
+    from .data import split_paths
+
+    paths = split_paths(cfg.data.data)
+    if len(paths) == 1 and (Path(paths[0]) / "meta.json").is_file():
+        data = load_prepared(paths[0])
+        need = cfg.model.block_size + 1
+        for split in ("train", "val"):
+            if max((n for _, n in data.meta["shards"][split]), default=0) < need:
+                raise CLLMError(f"prepared dataset {paths[0]} has no {split} shard of block_size + 1 = {need} tokens")
         return data
-    return prepare(cfg.data, out / "data", min_tokens=cfg.model.block_size + 1)
+    return prepare(cfg.data, out / "data", min_tokens=cfg.model.block_size + 1, progress=cfg.train.progress)
 
 
 def train(cfg: Config, resume: bool = False, log=print, on_step=None) -> TrainResult:
@@ -262,8 +270,8 @@ def train(cfg: Config, resume: bool = False, log=print, on_step=None) -> TrainRe
         torch.set_float32_matmul_precision("high")  # TF32 for any float32 matmul left outside autocast
     forward = compile_model(model, t.compile, log)
     optimizer = make_optimizer(model, t)
-    batches = Batches(data.tokens("train"), t.batch_size, cfg.model.block_size, t.seed, device)
-    val_tokens = data.tokens("val")
+    batches = Batches(data.shards("train"), t.batch_size, cfg.model.block_size, t.seed, device)
+    val_tokens = data.shards("val")
     step, tokens_seen, elapsed, best_val = 0, 0, 0.0, None
     if ckpt:
         try:

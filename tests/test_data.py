@@ -60,8 +60,11 @@ def test_directory_corpus_skips_binary_and_hidden_files_and_separates_documents(
     assert [p.name for p in files] == ["a.txt", "b.md"]
     assert "skipping binary file" in capsys.readouterr().err
     prepared = prepare(DataConfig(data=str(root)), tmp_path / "d")
-    all_ids = np.concatenate([prepared.tokens("train"), prepared.tokens("val")])
-    assert (all_ids == EOS_ID).sum() == 1
+    # Two documents: split by document, one in each split, so no <eos> is needed inside either.
+    assert prepared.meta["split"]["by"] == "document" and len(prepared.meta["split"]["val_documents"]) == 1
+    texts = {prepared.tokenizer.decode(prepared.tokens(s)) for s in ("train", "val")}
+    assert texts == {"first document " * 20, "second document " * 20}
+    assert not any((prepared.tokens(s) == EOS_ID).any() for s in ("train", "val"))
 
 
 def test_split_fraction_is_configurable(tmp_path, corpus_file):
@@ -82,7 +85,7 @@ def test_prepare_rejects_empty_or_short_corpus(tmp_path, content, message):
 def test_invalid_utf8_names_file_and_offset_and_can_be_replaced(tmp_path):
     path = tmp_path / "bad.txt"
     path.write_bytes(b"good text " * 10 + b"\xff\xfe more")
-    with pytest.raises(CLLMError, match=r"bad.txt is not valid UTF-8 \(byte offset 100\)"):
+    with pytest.raises(CLLMError, match=r"bad.txt: invalid UTF-8 at byte offset 100 "):
         read_text(path)
     assert "\ufffd" in read_text(path, errors="replace")
 

@@ -179,7 +179,9 @@ def test_full_split_evaluation_scores_every_token(tmp_path, corpus_file):
     cfg = tiny_config(tmp_path / "run", data=str(corpus_file), max_steps=3, eval_batches=0)
     result = train(cfg, log=lambda *a: None)
     model, _, _ = load_model(str(tmp_path / "run"))
-    val = np.fromfile(tmp_path / "run" / "data" / "val.bin", dtype=np.uint16)
+    from cllm.data import load_prepared
+
+    (val,) = load_prepared(tmp_path / "run" / "data").shards("val")
     total, n = score_ids(model, val, batch_size=3)
     assert n == len(val) - 1
     # the same sum, one window at a time with a plain loop

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import re
-from itertools import chain, islice
+from itertools import chain, islice, repeat
 from typing import Iterable
 
 import numpy as np
@@ -47,7 +47,8 @@ _NEWLINE_CUT = re.compile(r"\n(?=\S)")
 _BATCH_CHARS = 1 << 15  # characters per joined HF input: enough inputs for both Rust threads
 _CHUNK_CHARS = 1 << 16  # a longer piece is cut at newline boundaries so threads share it
 _CACHED_PIECE_CHARS = 64  # longer pieces are encoded but not kept in the cache
-_CACHE_LIMIT = 1 << 20  # entries; the cache is emptied when it grows past this
+_CACHE_LIMIT = 1 << 19  # pieces; the cache is emptied when it grows past this ...
+_STORE_LIMIT = 1 << 23  # ... or when its token store does (long pieces leave unreferenced ids there)
 
 
 def _require_hf():
@@ -89,7 +90,7 @@ class BPETokenizer(Tokenizer):
         self._byte_len = np.zeros(len(vocab), dtype=np.int64)
         for token, i in vocab.items():
             self._byte_len[i] = len(token) if i >= _OFFSET else 0
-        self._cache: dict[str, list[int]] = {}
+        self._reset_cache()
 
     def _validate(self, spec: dict) -> None:
         def need(ok: bool, what: str):
@@ -157,24 +158,67 @@ class BPETokenizer(Tokenizer):
                 raise CLLMError(f"bpe tokenizer: can only encode text, got {type(t).__name__}")
         if self.lowercase:
             texts = [t.lower() for t in texts]
-        cache = self._cache
-        if len(cache) > _CACHE_LIMIT:
-            cache.clear()
+        if len(self._piece_id) > _CACHE_LIMIT or self._n_store > _STORE_LIMIT:
+            self._reset_cache()
+        piece_id = self._piece_id
+        lookup = piece_id.get
         splits = [_SPACE_CUT.split(t) for t in texts]
+        # Each piece's number in the cache (-1: not cached yet), one C-level pass per text.
+        pids = [np.fromiter(map(lookup, islice(parts, 1, None), repeat(-1)), dtype=np.int64, count=len(parts) - 1)
+                for parts in splits]
+        misses = [np.flatnonzero(pid < 0) + 1 for pid in pids]
         missing = set()
-        for parts in splits:
-            missing.update(islice(parts, 1, None))
-        missing = [p for p in missing if p not in cache]
+        for parts, miss in zip(splits, misses):
+            if len(miss):
+                missing.update(map(parts.__getitem__, miss.tolist()))
+        missing = list(missing)
         heads = self._encode_heads_and_fill(splits, missing)
-        get = cache.__getitem__
-        out = [
-            np.fromiter(chain(head, chain.from_iterable(map(get, islice(parts, 1, None)))), dtype=np.int64)
-            for head, parts in zip(heads, splits)
-        ]
+        get = piece_id.__getitem__
+        for parts, pid, miss in zip(splits, pids, misses):
+            if len(miss):
+                pid[miss - 1] = np.fromiter(map(get, map(parts.__getitem__, miss.tolist())), dtype=np.int64,
+                                            count=len(miss))
+        store, starts, lengths = self._store, self._piece_start, self._piece_len
+        out = []
+        for head, pid in zip(heads, pids):
+            # The text's ids: its head's, then each piece's run of the flat store, gathered in one
+            # vectorised index (no Python work per token or per piece beyond one dict lookup).
+            ln = lengths[pid]
+            total = int(ln.sum())
+            ends = np.cumsum(ln)
+            idx = np.repeat(starts[pid] - (ends - ln), ln) + np.arange(total)
+            ids = np.empty(len(head) + total, dtype=np.int64)
+            ids[: len(head)] = head
+            ids[len(head) :] = store[idx]
+            out.append(ids)
         for p in missing:
             if len(p) > _CACHED_PIECE_CHARS:
-                del cache[p]
+                del piece_id[p]  # long, rarely repeated pieces do not stay in the cache
         return out
+
+    def _reset_cache(self) -> None:
+        """The piece cache: piece -> number k; piece k's ids are ``_store[_piece_start[k]:][:_piece_len[k]]``."""
+        self._piece_id: dict[str, int] = {}
+        self._store = np.zeros(1 << 16, dtype=np.int32)
+        self._piece_start = np.zeros(1 << 12, dtype=np.int64)
+        self._piece_len = np.zeros(1 << 12, dtype=np.int64)
+        self._n_store = self._n_pieces = 0
+
+    def _add_pieces(self, pieces: list[str], ids: np.ndarray, starts: np.ndarray, stops: np.ndarray) -> None:
+        """Cache ``pieces``, whose ids are ``ids[starts[k]:stops[k]]``, appending ``ids`` to the store."""
+        n, m = len(ids), len(pieces)
+        if self._n_store + n > len(self._store):
+            self._store = np.resize(self._store, max(2 * len(self._store), self._n_store + n))
+        if self._n_pieces + m > len(self._piece_start):
+            size = max(2 * len(self._piece_start), self._n_pieces + m)
+            self._piece_start = np.resize(self._piece_start, size)
+            self._piece_len = np.resize(self._piece_len, size)
+        self._store[self._n_store : self._n_store + n] = ids
+        self._piece_start[self._n_pieces : self._n_pieces + m] = self._n_store + starts
+        self._piece_len[self._n_pieces : self._n_pieces + m] = stops - starts
+        self._piece_id.update(zip(pieces, range(self._n_pieces, self._n_pieces + m)))
+        self._n_store += n
+        self._n_pieces += m
 
     def _hf_batch(self, inputs: list[str]):
         try:
@@ -197,33 +241,36 @@ class BPETokenizer(Tokenizer):
             chunks = safe_chunks(parts[0])
             inputs.extend(chunks)
             head_chunks.append(len(chunks))
-        groups, size, first = [], 0, 0
-        for k, p in enumerate(missing):
-            size += len(p) + 1
-            if size >= _BATCH_CHARS or k == len(missing) - 1:
-                groups.append((first, k + 1))
-                first, size = k + 1, 0
+        # Groups of consecutive missing pieces of about _BATCH_CHARS characters each (vectorised).
+        lens = np.fromiter(map(len, missing), dtype=np.int64, count=len(missing)) + 1
+        ends = np.cumsum(lens)
+        cuts = np.unique(np.searchsorted(ends, np.arange(_BATCH_CHARS, int(ends[-1]) if len(ends) else 0,
+                                                          _BATCH_CHARS), side="left") + 1)
+        bounds = [0, *cuts[cuts < len(missing)].tolist(), len(missing)] if missing else [0]
+        groups = list(zip(bounds[:-1], bounds[1:]))
         group_texts = [" " + " ".join(missing[a:b]) for a, b in groups]
         encs = self._hf_batch(inputs + group_texts)
         heads, pos = [], 0
         for n in head_chunks:
             heads.append(list(chain.from_iterable(e.ids for e in encs[pos : pos + n])))
             pos += n
-        cache, byte_len = self._cache, self._byte_len
+        byte_len = self._byte_len
         for (a, b), text, enc in zip(groups, group_texts, encs[pos:]):
-            ids = enc.ids
+            ids = np.array(enc.ids, dtype=np.int64)
             group = missing[a:b]
-            sizes = map(len, group) if text.isascii() else (len(p.encode("utf-8")) for p in group)
-            piece_ends = np.cumsum(np.fromiter(sizes, dtype=np.int64, count=b - a) + 1)
-            ends_at = np.cumsum(byte_len[np.array(ids, dtype=np.int64)])
+            if text.isascii():
+                piece_ends = ends[a:b] - (ends[a - 1] if a else 0)
+            else:
+                sizes = (len(p.encode("utf-8")) for p in group)
+                piece_ends = np.cumsum(np.fromiter(sizes, dtype=np.int64, count=b - a) + 1)
+            ends_at = np.cumsum(byte_len[ids])
             stops = np.searchsorted(ends_at, piece_ends) + 1
             if stops[-1] == len(ids) and np.array_equal(ends_at[stops - 1], piece_ends):
-                starts = [0, *stops[:-1].tolist()]
-                for p, i, j in zip(group, starts, stops.tolist()):
-                    cache[p] = ids[i:j]
+                self._add_pieces(group, ids, np.r_[0, stops[:-1]], stops)
             else:  # never expected; stay correct by encoding this group's pieces one by one
                 for p, e in zip(group, self._hf_batch([" " + p for p in group])):
-                    cache[p] = e.ids
+                    one = np.array(e.ids, dtype=np.int64)
+                    self._add_pieces([p], one, np.zeros(1, dtype=np.int64), np.array([len(one)]))
         return heads
 
     def encode_reference(self, text: str) -> np.ndarray:

@@ -7,60 +7,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
+from ..data.sources import find_text_files as text_files  # noqa: F401  (kept for existing importers)
+from ..data.sources import iter_documents, read_text
 from ..errors import CLLMError
 from . import TOKENIZERS, UNK_ID, load_tokenizer, save_tokenizer, tokenizer_class
 
-_SNIFF_BYTES = 8192
-
-
-def text_files(path: str | Path) -> list[Path]:
-    """The file itself, or every text file under a directory (recursively, sorted, hidden entries and
-    files with a NUL byte in their first 8 KiB skipped). CLLMError if there is nothing to read."""
-    path = Path(path)
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise CLLMError(f"data path not found: {path}")
-    found = []
-    for root, dirs, files in os.walk(path):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            f = Path(root) / name
-            if name.startswith(".") or not f.is_file():
-                continue
-            with open(f, "rb") as fh:
-                if b"\0" in fh.read(_SNIFF_BYTES):
-                    continue
-            found.append(f)
-    if not found:
-        raise CLLMError(f"no text files under {path}")
-    return found
-
-
-def read_text(path: Path) -> str:
-    """A file's text as UTF-8; CLLMError naming the file and byte offset of the first bad byte."""
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise CLLMError(f"cannot read {path}: {e.strerror}") from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise CLLMError(f"{path}: invalid UTF-8 at byte offset {e.start} ({e.reason})") from None
-
-
-def iter_documents(path: str | Path) -> Iterator[str]:
-    """Each text file under ``path`` as one document."""
-    for f in text_files(path):
-        yield read_text(f)
+# One implementation of file finding and reading serves `cllm prepare` and these tools:
+# text_files(path) lists a file or a directory's text files, read_text(path) decodes one file (strict
+# UTF-8, the error names the file and byte offset), iter_documents(path) yields each document (a text
+# file, or a line of a .jsonl file). They live in cllm.data.sources, which does not import torch.
 
 
 def _positive(name: str, minimum: int = 1):
