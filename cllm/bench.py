@@ -22,7 +22,7 @@ import torch
 from .config import Config
 from .data import bundled_corpus_path, read_text
 from .model import GPT
-from .perf import flops_per_token, matmul_peak, measure_matmul_peak, peak_rss_mb
+from .perf import flops_per_token, matmul_peak, peak_rss_mb
 from .tokenizers import tokenizer_class
 from .train import autocast, compile_model, make_optimizer, resolve_device, resolve_dtype
 
@@ -108,9 +108,9 @@ def bench_variants(cfg: Config, variants: list[str], warmup: int = 3, steps: int
     return results
 
 
-def measure_peaks(device: torch.device, size: int = 4096) -> dict[str, float]:
-    """Fresh GEMM peak (FLOP/s) per dtype on this machine: median of several ``size``-square products."""
-    return {name: measure_matmul_peak(dtype, device, size=size, reps=5)
+def measure_peaks(device: torch.device) -> dict[str, float]:
+    """Fresh GEMM peak (FLOP/s) per dtype on this machine (and the cache MFU figures use, refreshed)."""
+    return {name: matmul_peak(dtype, device, remeasure=True)
             for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16))}
 
 

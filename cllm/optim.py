@@ -23,9 +23,15 @@ def newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7, dtype=torc
     transpose = g.size(-2) > g.size(-1)
     if transpose:  # iterate on the wide orientation: the Gram matrix is the smaller one
         x = x.mT
+    squeeze = x.dim() == 2
+    if squeeze:
+        x = x[None]
     for _ in range(steps):
-        gram = x @ x.mT
-        x = a * x + (b * gram + c * gram @ gram) @ x
+        gram = torch.bmm(x, x.mT)
+        poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)  # b·G + c·G² in one fused call
+        x = torch.baddbmm(x, poly, x, beta=a)  # a·X + (b·G + c·G²)·X
+    if squeeze:
+        x = x[0]
     return (x.mT if transpose else x).to(g.dtype)
 
 

@@ -52,17 +52,20 @@ def _machine_key(dtype: torch.dtype, device: torch.device) -> str:
     return f"{name}|{device.type}|{dtype}|threads={torch.get_num_threads()}|torch={torch.__version__}"
 
 
-def matmul_peak(dtype: torch.dtype, device: torch.device) -> float:
-    """The measured peak for this machine, cached in ~/.cache/cllm so a training run pays for it once."""
+PEAK_GEMM_SIZE = 4096
+
+
+def matmul_peak(dtype: torch.dtype, device: torch.device, remeasure: bool = False) -> float:
+    """This machine's GEMM peak (median of 5 ``4096``-square products), cached in ~/.cache/cllm so
+    training pays for the measurement once per machine, dtype and thread count."""
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cllm" / "matmul_peak.json"
     key = _machine_key(dtype, device)
     try:
         known = json.loads(cache.read_text())
     except (OSError, ValueError):
         known = {}
-    if key not in known:
-        size = 4096 if device.type == "cuda" else 2048
-        known[key] = measure_matmul_peak(dtype, device, size=size, reps=10 if device.type == "cuda" else 5)
+    if remeasure or key not in known:
+        known[key] = measure_matmul_peak(dtype, device, size=PEAK_GEMM_SIZE, reps=5)
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_suffix(f".tmp{os.getpid()}")
