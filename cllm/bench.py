@@ -22,7 +22,7 @@ import torch
 from .config import Config
 from .data import bundled_corpus_path, read_text
 from .model import GPT
-from .perf import flops_per_token, matmul_peak, peak_rss_mb
+from .perf import flops_per_token, matmul_peak
 from .tokenizers import tokenizer_class
 from .train import autocast, compile_model, make_optimizer, resolve_device, resolve_dtype
 

@@ -145,18 +145,11 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry: ``python -m cllm.lattice.cli [lattice] lll --input B``; exit code 2 on CLLMError."""
+    """Stand-alone entry (``python -m cllm.lattice.cli``): the same as ``cllm lattice ...``."""
+    from ..cli import main as cllm_main
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] != "lattice":
-        argv = ["lattice", *argv]
-    parser = argparse.ArgumentParser(prog="cllm")
-    register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except CLLMError as exc:
-        print(f"cllm: error: {exc}", file=sys.stderr)
-        return 2
+    return cllm_main(argv if argv[:1] == ["lattice"] else ["lattice", *argv])
 
 
 if __name__ == "__main__":

@@ -154,19 +154,12 @@ def register(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cllm")
-    register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
-    return parser
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except CLLMError as e:
-        print(f"cllm: error: {e}", file=sys.stderr)
-        return 2
+    """Stand-alone entry (``python -m cllm.tokenizers.cli``): the same as ``cllm tokenizer ...``."""
+    from ..cli import main as cllm_main
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return cllm_main(argv if argv[:1] == ["tokenizer"] else ["tokenizer", *argv])
 
 
 if __name__ == "__main__":
