@@ -17,7 +17,10 @@ Steps (all on the token-embedding matrix W = wte.weight, [V, C]; the first ``--m
    origin than to any integer combination of the others), a single token j when c = eⱼ, else
    a combination whose dominant token is argmaxⱼ |cⱼ|·‖bⱼ‖. The cosine nearest neighbour is
    argmax_{j≠i} cos(Wᵢ, Wⱼ). Reported: the share of each kind of CVP answer and the agreement
-   rate of the CVP token (positive coefficient) with the cosine neighbour. (``--queries``)
+   rate of the CVP token (positive coefficient) with the cosine neighbour. ``--queries`` (default
+   32, a seeded sample; 0 = all): exact CVP is exponential in the worst case; measured on 80
+   characters x 128 dims, ~0.1 s per query for normal-init models but ~11 s per query for a
+   crystalline-init one, whose rows are further from orthogonal.
 5. Prime-GCD similarity: token i ↦ n = i + 1; for every pair i < j, g = log gcd(nᵢ, nⱼ) (0 for
    coprime pairs) against cos(Wᵢ, Wⱼ); Spearman's ρ, with a permutation p-value that relabels
    the tokens (pairs share tokens, so the usual p-value would be too optimistic).
@@ -50,7 +53,8 @@ def register(subparsers) -> None:
     a.add_argument("--out", help="directory for report.json and ulam.png (default: <checkpoint>/crystal-analysis)")
     a.add_argument("--bits", type=int, default=10, help="integer scale: the largest entry becomes 2^bits (default 10)")
     a.add_argument("--max-tokens", type=int, default=256, help="analyse token ids 0..N-1 at most (default 256)")
-    a.add_argument("--queries", type=int, default=0, help="CVP queries (0: every analysed token)")
+    a.add_argument("--queries", type=int, default=32,
+                   help="CVP queries, a seeded random sample of tokens (0: every analysed token; default 32)")
     a.add_argument("--permutations", type=int, default=200, help="relabelings for the Spearman p-value")
     a.add_argument("--seed", type=int, default=0, help="seed of the permutation test")
     a.add_argument("--no-png", action="store_true", help="skip the Ulam-spiral plot")
@@ -229,7 +233,7 @@ def plot_ulam(W: np.ndarray, cos: np.ndarray, labels: list[str], path: Path, tit
     plt.close(fig)
 
 
-def analyze(checkpoint: str, out: str | None = None, bits: int = 10, max_tokens: int = 256, queries: int = 0,
+def analyze(checkpoint: str, out: str | None = None, bits: int = 10, max_tokens: int = 256, queries: int = 32,
             permutations: int = 200, seed: int = 0, png: bool = True) -> dict:
     """Run the analysis (module doc) and return the report; writes report.json (and ulam.png) to out."""
     from cllm.lattice import lll
