@@ -253,12 +253,8 @@ def build_parser() -> ArgumentParser:
     add_config_arguments(p)
     p.set_defaults(func=cmd_bench)
 
-    for module in ("cllm.tokenizers.cli", "cllm.lattice.cli"):
-        try:
-            register = __import__(module, fromlist=["register"]).register
-        except ImportError:
-            continue  # that tool is not part of this build
-        register(sub)
+    for module in ("cllm.tokenizers.cli", "cllm.lattice.cli", "cllm.crystal_analyze"):
+        __import__(module, fromlist=["register"]).register(sub)
     return parser
 
 
