@@ -76,7 +76,7 @@ def one_run(out: Path, preset: str, pos: str, init: str, seed: int, steps: int) 
     args = ["train", "--preset", preset, "--pos-encoding", pos, "--embedding-init", init, "--seed", str(seed),
             "--max-steps", str(steps), "--eval-interval", str(eval_every), "--eval-batches", "50",
             "--save-interval", str(steps), "--log-interval", "25", "--out", str(run_dir),
-            "--no-progress", "--sample-tokens", "0", "--no-compile"]
+            "--no-progress", "--sample-tokens", "0", "--no-compile", "--overwrite"]  # a half-done run restarts
     t0 = time.time()
     cli(*args)
     wall = time.time() - t0

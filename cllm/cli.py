@@ -59,7 +59,7 @@ def cmd_train(args) -> int:
             raise CLLMError(f"--resume: run directory {out} does not exist")
         base = load_checkpoint(out, verify=False).config
     cfg = config_from_args(args, base=base)
-    result = train(cfg, resume=args.resume)
+    result = train(cfg, resume=args.resume, overwrite=args.overwrite)
     if result.interrupted:
         return 130
     print(f"done: {result.step} steps in {result.elapsed:.1f}s, final val loss {result.val_loss:.4f}, "
@@ -217,6 +217,7 @@ def build_parser() -> ArgumentParser:
 
     p = sub.add_parser("train", help="train a model (default: the small preset on the bundled corpus)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument("--overwrite", action="store_true", help="start afresh even if --out holds a trained run")
     add_config_arguments(p)
     p.set_defaults(func=cmd_train)
 

@@ -230,8 +230,11 @@ def load_data(cfg: Config, out: Path) -> PreparedData:
     return prepare(cfg.data, out / "data", min_tokens=cfg.model.block_size + 1, progress=cfg.train.progress)
 
 
-def train(cfg: Config, resume: bool = False, log=print, on_step=None) -> TrainResult:
+def train(cfg: Config, resume: bool = False, log=print, on_step=None, overwrite: bool = False) -> TrainResult:
     """Train per ``cfg`` into ``cfg.train.out``; with ``resume``, continue from its latest checkpoint.
+
+    A fresh run refuses a directory that already holds a checkpoint unless ``overwrite`` is set, so
+    an earlier run is never replaced by accident.
 
     ``on_step(step, loss)``, if given, is called after every optimizer step (a hook for notebooks and
     tests); SIGINT/SIGTERM during training save a checkpoint and return with ``interrupted`` set.
@@ -243,6 +246,9 @@ def train(cfg: Config, resume: bool = False, log=print, on_step=None) -> TrainRe
         if not out.exists():
             raise CLLMError(f"--resume: run directory {out} does not exist")
         ckpt = load_checkpoint(out)
+    elif not overwrite and any((out / name / "trainer_state.json").exists() for name in (LATEST, BEST)):
+        raise CLLMError(f"{out} already holds a trained run: pass --resume to continue it, --overwrite to "
+                        "replace it, or a different --out")
     torch.set_num_threads(t.threads or os.cpu_count() or 1)
     device = resolve_device(t.device)
     random.seed(t.seed)

@@ -119,6 +119,14 @@ def test_bad_resume_and_checkpoints(tmp_path, capsys, trained_run):
     expect_error(capsys, ["sample", "--checkpoint", trained_run / "best"], "corrupt")
 
 
+def test_an_existing_run_is_not_replaced_by_accident(tmp_path, capsys, trained_run):
+    before = (trained_run / "ckpt" / "trainer_state.json").read_bytes()
+    expect_error(capsys, ["train", *TINY, "--out", trained_run, "--max-steps", "2"], "already holds a trained run")
+    assert (trained_run / "ckpt" / "trainer_state.json").read_bytes() == before
+    assert main(["train", *TINY, "--out", str(trained_run), "--max-steps", "2", "--overwrite",
+                 "--data", str(trained_run.parent / "c.txt")]) == 0
+
+
 def test_checkpoint_files_from_another_run_do_not_match(tmp_path, capsys, trained_run):
     other = tmp_path / "other"
     corpus = tmp_path / "c.txt"
