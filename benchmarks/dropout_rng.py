@@ -5,22 +5,14 @@
 Dropout is what keeps the `base` preset (dropout 0.2) below 2x over float32 eager (docs/BENCHMARKS.md).
 """
 
-import statistics
-import time
-
 import torch
 import torch.nn.functional as F
 
+from common import median_seconds
+
 
 def ms(fn, reps=20):
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
+    return median_seconds(fn, reps, warmup=3) * 1000
 
 
 if __name__ == "__main__":

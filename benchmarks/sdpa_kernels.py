@@ -5,12 +5,11 @@
 Why cllm's model picks the math kernel for head sizes below 64 on CPU (cllm/model.py).
 """
 
-import statistics
-import time
-
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from common import median_seconds
 
 
 def fwd_bwd_ms(B, H, T, D, dtype, backend, reps=15):
@@ -21,14 +20,7 @@ def fwd_bwd_ms(B, H, T, D, dtype, backend, reps=15):
         with sdpa_kernel(backend):
             F.scaled_dot_product_attention(q, k, v, is_causal=True).backward(grad)
 
-    for _ in range(3):
-        run()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
+    return median_seconds(run, reps, warmup=3) * 1000
 
 
 if __name__ == "__main__":

@@ -28,27 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from cllm.tokenizers import BPETokenizer, ByteTokenizer, CharTokenizer, WordTokenizer  # noqa: E402
 from cllm.tokenizers.bpe import safe_chunks  # noqa: E402
-
-
-def timed(fn, runs: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from common import cpu_name, median_seconds as timed  # noqa: E402
 
 
 def main() -> int:
