@@ -21,14 +21,14 @@ from .errors import CLLMError
 
 @dataclass
 class ModelConfig:
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    block_size: int = 64
+    n_layer: int = 4  # transformer blocks
+    n_head: int = 4  # attention heads per block
+    n_embd: int = 128  # width of the residual stream
+    block_size: int = 64  # context length in tokens
     vocab_size: int = 0  # 0: taken from the tokenizer when the data is prepared
-    dropout: float = 0.0
-    bias: bool = True
-    tie_embeddings: bool = True
+    dropout: float = 0.0  # dropout on embeddings, residual branches and attention weights
+    bias: bool = True  # biases in linear layers and LayerNorm
+    tie_embeddings: bool = True  # the LM head shares the token-embedding matrix
     # rope won the ablation (docs/ABLATION.md): -0.19 nats at equal tokens vs learned positions.
     pos_encoding: str = "rope"  # rope | learned | none | a fixed table: sinusoidal | ulam | clock | prime
     embedding_init: str = "normal"  # normal | crystalline
@@ -43,10 +43,10 @@ class ModelConfig:
 class DataConfig:
     # Text files, directories (recursive) and .jsonl files, several separated by os.pathsep (":" on
     # Linux/macOS); or a prepared dataset directory. "" means the bundled Shakespeare corpus.
-    data: str = ""
-    tokenizer: str = "char"
+    data: str = ""  # files, folders, .jsonl (several joined by os.pathsep) or a prepared dataset; "" = bundled
+    tokenizer: str = "char"  # char | byte | word | bpe
     tokenizer_vocab_size: int = 8192  # for tokenizers that learn a vocabulary of a chosen size
-    val_fraction: float = 0.1
+    val_fraction: float = 0.1  # share of the corpus held out for validation
     errors: str = "strict"  # invalid UTF-8: strict (stop with an error) | replace (U+FFFD) | skip (drop bytes)
     text_field: str = "text"  # the field of each JSONL record that holds its text
     skip_bad_lines: bool = False  # JSONL lines that are not JSON or lack the field: skip (counted) instead of stopping
@@ -60,33 +60,33 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    out: str = "runs/default"
-    batch_size: int = 12
-    grad_accum: int = 1
-    max_steps: int = 2000
+    out: str = "runs/default"  # run directory: checkpoints, metrics.jsonl, loss.png, prepared data
+    batch_size: int = 12  # sequences per micro-batch
+    grad_accum: int = 1  # micro-batches per optimizer step
+    max_steps: int = 2000  # optimizer steps in the whole run
     optimizer: str = "adamw"  # adamw | muon (Muon for block matrices, AdamW for the rest)
     lr: float = 1e-3  # AdamW's peak learning rate
     muon_lr: float = 0.02  # Muon's peak learning rate (with optimizer = muon)
-    min_lr: float = 1e-4
+    min_lr: float = 1e-4  # learning rate at the end of the decay
     schedule: str = "cosine"  # cosine | linear | constant | wsd (warmup-stable-decay)
-    warmup_steps: int = 100
+    warmup_steps: int = 100  # steps of linear learning-rate warm-up
     decay_fraction: float = 0.2  # wsd: share of the run spent decaying to min_lr
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.99
+    weight_decay: float = 0.1  # AdamW decoupled weight decay (matrices only)
+    beta1: float = 0.9  # AdamW first-moment decay
+    beta2: float = 0.99  # AdamW second-moment decay
     grad_clip: float = 1.0  # 0 disables clipping
-    eval_interval: int = 250
+    eval_interval: int = 250  # steps between validation evaluations
     eval_batches: int = 20  # 0: the whole validation split, every token scored once
-    log_interval: int = 10
-    save_interval: int = 500
-    seed: int = 1337
+    log_interval: int = 10  # steps between metrics.jsonl lines
+    save_interval: int = 500  # steps between checkpoints (one is also written at the end and on Ctrl-C)
+    seed: int = 1337  # seeds python, numpy, torch and the batch sampler
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = "auto"  # auto (bfloat16 where the hardware has it, else float32) | float32 | bfloat16
     compile: bool = True  # torch.compile the model (falls back to eager when no compiler works)
     activation_checkpointing: bool = False  # trade ~1/3 more compute for much less activation memory
     threads: int = 0  # 0: all cores
     sample_tokens: int = 200  # printed at the end of training; 0 to skip
-    progress: bool = True
+    progress: bool = True  # show the progress bar
 
 
 @dataclass
@@ -227,21 +227,37 @@ def load_preset(name: str) -> dict:
     return tomllib.loads(text)
 
 
+def _field_comments() -> dict[str, str]:
+    """Each field's trailing comment in the dataclasses above, reused as its flag's --help text, so
+    the explanation is written in one place."""
+    import inspect
+    import re
+
+    comments = {}
+    for cls in (ModelConfig, DataConfig, TrainConfig):
+        for m in re.finditer(r"^\s+(\w+): [^=]+= [^#\n]*#\s*(.+)$", inspect.getsource(cls), re.M):
+            comments[m.group(1)] = m.group(2).replace("%", "%%")
+    return comments
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """--preset, --config and one flag per config field, all defaulting to None (= not given)."""
-    parser.add_argument("--preset", help=f"named preset: {', '.join(preset_names())} (default: small)")
+    parser.add_argument("--preset", help=f"named preset: {', '.join(preset_names())} (default: small); "
+                        "it and --config override the built-in defaults shown below")
     parser.add_argument("--config", metavar="TOML", help="TOML file with [model], [data], [train] tables")
+    comments = _field_comments()
     for section in SECTIONS:
         group = parser.add_argument_group(f"{section} settings")
         for name, (_, f) in FIELDS.items():
             if FIELDS[name][0] != section:
                 continue
             flag = "--" + name.replace("_", "-")
+            help_text = f"{comments.get(name, '')} [default: {f.default if f.default != '' else 'none'}]".strip()
             if f.type in (bool, "bool"):
-                group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None)
+                group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
             else:
                 typ = {"int": int, "float": float, "str": str}[f.type] if isinstance(f.type, str) else f.type
-                group.add_argument(flag, dest=name, type=typ, default=None, metavar=name.upper())
+                group.add_argument(flag, dest=name, type=typ, default=None, metavar=name.upper(), help=help_text)
 
 
 def config_from_args(args: argparse.Namespace, base: dict | None = None) -> Config:

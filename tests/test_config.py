@@ -63,3 +63,13 @@ def test_toml_errors(tmp_path):
         parse("--config", str(tmp_path / "missing.toml"))
     with pytest.raises(CLLMError, match="unknown preset"):
         parse("--preset", "huge")
+
+
+def test_every_config_flag_has_help_text():
+    parser = build_parser()
+    train_parser = parser._subparsers._group_actions[0].choices["train"]
+    documented = {a.dest: a.help for a in train_parser._actions}
+    from cllm.config import FIELDS
+
+    for name in FIELDS:
+        assert not documented[name].startswith("[default:"), f"--{name} has no explanation"
