@@ -1,7 +1,8 @@
-"""The training loop: batches -> model -> loss -> AdamW -> checkpoint, resumable exactly.
+"""The training loop: batches -> model -> loss -> optimizer -> checkpoint, resumable exactly.
 
 One step = ``grad_accum`` micro-batches of ``[batch_size, block_size]`` tokens, each forward and
-backward in one batched call, then global-norm clipping and one AdamW update. Every source of
+backward in one batched call, then global-norm clipping and one update (AdamW, or Muon for the
+blocks' matrices with AdamW for the rest). Every source of
 randomness (python, numpy, torch, the batch sampler) is seeded and saved in each checkpoint, so an
 interrupted and resumed run produces the same losses as an uninterrupted one (CPU, float32).
 """
