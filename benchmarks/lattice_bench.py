@@ -16,6 +16,7 @@ basis; for SVP the unpruned float enumeration fpylll's own SVP would run (Enumer
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import platform
 import random
@@ -27,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cllm.lattice import closest_vector, lll, reduction, shortest_vector  # noqa: E402
+from common import median_seconds  # noqa: E402
 
 try:
     from fpylll import CVP, GSO, LLL, Enumeration, IntegerMatrix
@@ -49,12 +51,7 @@ def knapsack(rng, n, bits):
 
 
 def median_time(fn, reps):
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+    return median_seconds(fn, reps, warmup=0)
 
 
 def sympy_lll(B, pure):
@@ -164,16 +161,9 @@ def bench_svp30(args, rng):
         print(f"| {kind} {bits}-bit | {len(ts)} | {statistics.median(ts):.3f} | {max(ts):.3f} |", flush=True)
 
 
-ISSUE_235 = [
-    (2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), (0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
-    (0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), (0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
-    (0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), (0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
-    (0, -1, 0, 1, -1, -1, 0, 1, 0, 1, 0, 0, 0, 0, 1, -1), (0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0),
-    (1, -1, -1, 0, 0, -1, 0, 1, 0, 0, -1, 1, 0, 0, 0, -1), (1, -1, -1, 0, 0, -1, 0, 1, 0, 0, 1, -1, 0, 0, 0, -1),
-    (-1, 1, 1, 0, 0, 1, 0, -1, 0, 0, 1, 1, 0, 0, 0, 1), (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0),
-    (0, 1, -1, 0, 1, 0, 0, -1, -1, 0, 0, 1, 0, 1, -1, 0), (0, 1, -1, 0, 1, 0, 0, -1, 1, 0, 0, 1, 0, 1, -1, 0),
-    (-1, 0, 1, 0, -1, 0, 1, 1, 0, 0, -1, 0, 1, -1, 0, 0), (1, 0, -1, 0, 1, 0, 1, -1, 0, 0, 1, 0, -1, 1, 0, 0)]
-TARGET_235 = (1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 0, 0, 0, 0)
+_ISSUE_235 = json.loads((Path(__file__).resolve().parents[1] / "tests" / "data" / "fpylll_issue_235.json").read_text())
+ISSUE_235 = [tuple(row) for row in _ISSUE_235["basis"]]
+TARGET_235 = tuple(_ISSUE_235["target"])
 
 
 def _fpylll_235(method):
@@ -204,7 +194,6 @@ def bench_parts(args, rng):
     """Where cllm's LLL time goes at n = 40 (uniform 30-bit): FLINT LLL, conversions, the float
     certificate, and (for comparison) the exact certificate used as fallback."""
     import flint
-    import numpy as np
 
     from cllm.lattice.certify import certify_lll, float_mu, to_float
     from cllm.lattice.reduction import _FLINT_ETA, integral_gram_schmidt

@@ -2,10 +2,12 @@
 known lattices, and the inputs on which fplll/fpylll are known to fail."""
 
 import contextlib
+import json
 import itertools
 import math
 import signal
 from fractions import Fraction
+from pathlib import Path
 
 import flint
 import numpy as np
@@ -175,19 +177,12 @@ def test_known_lattices(name, basis, lam2, kiss):
 
 
 def test_fpylll_issue_235_terminates_and_is_closest():
-    A = [(2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), (0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
-         (0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), (0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
-         (0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), (0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
-         (0, -1, 0, 1, -1, -1, 0, 1, 0, 1, 0, 0, 0, 0, 1, -1), (0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0),
-         (1, -1, -1, 0, 0, -1, 0, 1, 0, 0, -1, 1, 0, 0, 0, -1), (1, -1, -1, 0, 0, -1, 0, 1, 0, 0, 1, -1, 0, 0, 0, -1),
-         (-1, 1, 1, 0, 0, 1, 0, -1, 0, 0, 1, 1, 0, 0, 0, 1), (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0),
-         (0, 1, -1, 0, 1, 0, 0, -1, -1, 0, 0, 1, 0, 1, -1, 0), (0, 1, -1, 0, 1, 0, 0, -1, 1, 0, 0, 1, 0, 1, -1, 0),
-         (-1, 0, 1, 0, -1, 0, 1, 1, 0, 0, -1, 0, 1, -1, 0, 0), (1, 0, -1, 0, 1, 0, 1, -1, 0, 0, 1, 0, -1, 1, 0, 0)]
-    t = (1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 0, 0, 0, 0)
+    case = json.loads((Path(__file__).parent / "data" / "fpylll_issue_235.json").read_text())
+    A, t = case["basis"], case["target"]
     with time_limit(20):
         v = closest_vector(A, t)
         d2 = sqdist(v, t)
-        assert d2 == 4
+        assert d2 == case["closest_distance_squared"]
         assert enumerate_ball(A, t, 3, squared=True) == []  # nothing strictly closer
         assert flint.fmpz_mat([list(r) for r in A] + [v]).hnf() == flint.fmpz_mat([list(r) for r in A] + [[0] * 16]).hnf()
         # a unimodularly scrambled basis of the same lattice gives the same canonical answer

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.sources import find_text_files as text_files  # noqa: F401  (kept for existing importers)
 from ..data.sources import iter_documents, read_text
 from ..errors import CLLMError
 from . import TOKENIZERS, UNK_ID, load_tokenizer, save_tokenizer, tokenizer_class
 
 # One implementation of file finding and reading serves `cllm prepare` and these tools:
-# text_files(path) lists a file or a directory's text files, read_text(path) decodes one file (strict
+# read_text(path) decodes one file (strict
 # UTF-8, the error names the file and byte offset), iter_documents(path) yields each document (a text
 # file, or a line of a .jsonl file). They live in cllm.data.sources, which does not import torch.
 
