@@ -13,6 +13,7 @@ Variants:
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from dataclasses import dataclass
@@ -135,6 +136,7 @@ def profile_step(cfg: Config, steps: int = 5) -> list[tuple[str, float]]:
     from .data import Batches
     import numpy as np
 
+    cfg = copy.deepcopy(cfg)
     cfg.train.compile = False
     runner = StepRunner(cfg, "default")
     tokens = np.random.default_rng(0).integers(0, cfg.model.vocab_size, 200_000).astype(np.uint16)
@@ -180,8 +182,7 @@ def profile_step(cfg: Config, steps: int = 5) -> list[tuple[str, float]]:
         wall = (time.perf_counter() - start) / steps * 1000
     totals = {e.key: e.cpu_time_total / 1000 / steps for e in prof.key_averages()}
     # the LM head's label covers the matmul; the loss (cross-entropy) runs after it inside "loss"
-    forward_labels = [label for label in PHASES]
-    phases = [(label, totals.get(label, 0.0)) for label in forward_labels]
+    phases = [(label, totals.get(label, 0.0)) for label in PHASES]
     covered_forward = sum(ms for _, ms in phases)
     head_loss = max(0.0, totals.get("loss", 0.0) - covered_forward)
     phases = [(k, v + (head_loss if k == "lm head + loss" else 0.0)) for k, v in phases]

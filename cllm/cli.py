@@ -51,13 +51,10 @@ def cmd_train(args) -> int:
     from .train import train
 
     base = None
-    if args.resume:
-        from .checkpoint import load_checkpoint
+    if args.resume:  # the checkpoint's config is the base that flags may change
+        from .train import load_run_checkpoint
 
-        out = Path(args.out or "runs/default")
-        if not out.exists():
-            raise CLLMError(f"--resume: run directory {out} does not exist")
-        base = load_checkpoint(out, verify=False).config
+        base = load_run_checkpoint(Path(args.out or "runs/default"), verify=False).config
     cfg = config_from_args(args, base=base)
     result = train(cfg, resume=args.resume, overwrite=args.overwrite)
     if result.interrupted:

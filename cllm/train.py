@@ -216,6 +216,13 @@ class _StopSignal:
             signal.signal(sig, handler)
 
 
+def load_run_checkpoint(out: Path, verify: bool = True) -> Checkpoint:
+    """The latest checkpoint of run directory ``out``, for --resume."""
+    if not out.exists():
+        raise CLLMError(f"--resume: run directory {out} does not exist")
+    return load_checkpoint(out, verify=verify)
+
+
 def load_data(cfg: Config, out: Path) -> PreparedData:
     """A prepared dataset directory is used as is; raw text is prepared (cached) into ``out/data``."""
     from .data import split_paths
@@ -244,9 +251,7 @@ def train(cfg: Config, resume: bool = False, log=print, on_step=None, overwrite:
     out = Path(t.out)
     ckpt: Checkpoint | None = None
     if resume:
-        if not out.exists():
-            raise CLLMError(f"--resume: run directory {out} does not exist")
-        ckpt = load_checkpoint(out)
+        ckpt = load_run_checkpoint(out)
     elif not overwrite and any((out / name / "trainer_state.json").exists() for name in (LATEST, BEST)):
         raise CLLMError(f"{out} already holds a trained run: pass --resume to continue it, --overwrite to "
                         "replace it, or a different --out")
@@ -278,7 +283,7 @@ def train(cfg: Config, resume: bool = False, log=print, on_step=None, overwrite:
     optimizer = make_optimizer(model, t)
     batches = Batches(data.shards("train"), t.batch_size, cfg.model.block_size, t.seed, device)
     val_tokens = data.shards("val")
-    step, tokens_seen, elapsed, best_val = 0, 0, 0.0, None
+    step, tokens_seen, elapsed_before, best_val = 0, 0, 0.0, None
     if ckpt:
         try:
             optimizer.load_state_dict(ckpt.optimizer_state())
@@ -286,7 +291,7 @@ def train(cfg: Config, resume: bool = False, log=print, on_step=None, overwrite:
             raise CLLMError(f"optimizer state in {ckpt.dir} does not match the model: {e}") from None
         _set_rng_state(ckpt.state["rng"], batches)
         step, tokens_seen = ckpt.state["step"], ckpt.state["tokens_seen"]
-        elapsed, best_val = ckpt.state["elapsed"], ckpt.state["best_val_loss"]
+        elapsed_before, best_val = ckpt.state["elapsed"], ckpt.state["best_val_loss"]
 
     out.mkdir(parents=True, exist_ok=True)
     metrics_path = out / "metrics.jsonl"
@@ -296,9 +301,15 @@ def train(cfg: Config, resume: bool = False, log=print, on_step=None, overwrite:
         f"{data.meta['train_tokens']:,} train tokens")
     log("config: " + json.dumps(cfg.to_dict()))
 
+    run_start = time.perf_counter()
+
+    def elapsed_now() -> float:
+        """Wall time of the whole run so far, earlier sessions of a resumed run included."""
+        return elapsed_before + time.perf_counter() - run_start
+
     def state() -> dict:
         return {
-            "step": step, "tokens_seen": tokens_seen, "elapsed": elapsed, "best_val_loss": best_val,
+            "step": step, "tokens_seen": tokens_seen, "elapsed": elapsed_now(), "best_val_loss": best_val,
             "config": cfg.to_dict(), "data_fingerprint": data.fingerprint, "rng": _rng_state(batches),
         }
 
@@ -321,7 +332,6 @@ def train(cfg: Config, resume: bool = False, log=print, on_step=None, overwrite:
     bar = tqdm(total=t.max_steps, initial=step, disable=not t.progress, unit="step", dynamic_ncols=True)
     # tokens/s counts time spent in training steps only; "elapsed" is wall time, evals and saves included.
     window_time, window_tokens = 0.0, 0
-    run_start, elapsed_before = time.perf_counter(), elapsed
     with _StopSignal() as stop, open(metrics_path, "a", encoding="utf-8") as metrics:
         while step < t.max_steps:
             step_start = time.perf_counter()
@@ -365,16 +375,14 @@ def train(cfg: Config, resume: bool = False, log=print, on_step=None, overwrite:
             if step % t.log_interval == 0 or val_loss is not None or step == t.max_steps:
                 tok_s = window_tokens / max(window_time, 1e-9)
                 window_time, window_tokens = 0.0, 0
-                elapsed = elapsed_before + time.perf_counter() - run_start
                 mfu = tok_s * model_flops / peak
                 record = {"step": step, "loss": train_loss, "val_loss": val_loss, "lr": lr,
                           "tokens_per_sec": round(tok_s, 1), "mfu": round(mfu, 4), "tokens": tokens_seen,
-                          "elapsed": round(elapsed, 3)}
+                          "elapsed": round(elapsed_now(), 3)}
                 metrics.write(json.dumps(record) + "\n")
                 metrics.flush()
                 bar.set_postfix(loss=f"{train_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}", mfu=f"{mfu:.0%}")
             if step % t.save_interval == 0 or step == t.max_steps or stop.received:
-                elapsed = elapsed_before + time.perf_counter() - run_start
                 save_checkpoint(out / LATEST, model, data.tokenizer, state(), optimizer)
             if stop.received:
                 result.interrupted = True
@@ -382,8 +390,7 @@ def train(cfg: Config, resume: bool = False, log=print, on_step=None, overwrite:
                           f"continue with: cllm train --out {out} --resume")
                 break
     bar.close()
-    elapsed = elapsed_before + time.perf_counter() - run_start
-    result.step, result.best_val_loss, result.elapsed = step, best_val, elapsed
+    result.step, result.best_val_loss, result.elapsed = step, best_val, elapsed_now()
     if not result.interrupted:
         plot_losses(metrics_path, out / "loss.png")
     return result
