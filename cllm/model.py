@@ -2,9 +2,10 @@
 
 Shapes: B = batch, T = time (<= block_size), C = n_embd, H = n_head, D = C / H, V = vocab_size.
 The whole batch goes through one ``[B, T]`` forward; attention uses PyTorch's fused
-``scaled_dot_product_attention(is_causal=True)``, so no causal mask is ever materialised here.
-The defaults are GPT-2's choices (learned positions, LayerNorm, GELU MLP, tied embeddings);
-ModelConfig switches in RoPE or fixed positional tables, RMSNorm, QK-norm, ReLU² or SwiGLU,
+``scaled_dot_product_attention(is_causal=True)``, except when compiled for a CPU, where a written-out
+attention and a hashed dropout mask let Inductor fuse the elementwise work (much faster there).
+The defaults are GPT-2's choices (LayerNorm, GELU MLP, tied embeddings) with RoPE positions;
+ModelConfig switches in learned or fixed positional tables, RMSNorm, QK-norm, ReLU² or SwiGLU,
 zero-initialised output projections and logit soft-capping.
 """
 
@@ -34,6 +35,73 @@ def attention_backends(q: torch.Tensor) -> list[SDPBackend]:
     return [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.MATH]
 
 
+def _mix32(h: torch.Tensor) -> torch.Tensor:
+    """A bijective 32-bit integer hash (xor-shift / multiply rounds) on int32, multiplies wrapping."""
+    for _ in range(2):
+        h = h ^ ((h >> 16) & 0xFFFF)  # logical shift on a signed type
+        h = h * 0x45D9F3B
+    return h ^ ((h >> 16) & 0xFFFF)
+
+
+def hashed_keep_mask(shape: torch.Size, p: float, key: torch.Tensor) -> torch.Tensor:
+    """Bool [*shape], each element True with probability 1 - p: a keyed hash of its flat index.
+
+    key: int32 [1]. The bit of element i is mix(mix(i) ^ key), uniform over int32; nothing here
+    draws random numbers, so the same (shape, key) gives the same mask eagerly and compiled.
+    """
+    index = torch.arange(math.prod(shape), dtype=torch.int32, device=key.device).view(shape)
+    bits = _mix32(_mix32(index) ^ key)
+    return bits >= int(p * 2**32) - 2**31
+
+
+def hashed_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Inverted dropout of x with a hashed keep-mask and one random key per call.
+
+    The key comes from torch's generator, so runs stay seeded and resume exactly. Compiled for CPU
+    the mask is a few vectorised integer ops fused into the neighbouring kernel, where drawing a
+    random number per element costs more than the attention matmuls (docs/BENCHMARKS.md).
+    """
+    key = torch.randint(-(2**31), 2**31 - 1, (1,), dtype=torch.int32, device=x.device)
+    return torch.where(hashed_keep_mask(x.shape, p, key), x * (1.0 / (1.0 - p)), 0.0).to(x.dtype)
+
+
+def _compiled_for_cpu(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and torch.compiler.is_compiling()
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """F.dropout, with the hashed mask when compiled for CPU (where per-element RNG is the bottleneck)."""
+    if training and 0.0 < p < 1.0 and _compiled_for_cpu(x) and x.numel() < 2**31:
+        return hashed_dropout(x, p)
+    return F.dropout(x, p, training)
+
+
+class Dropout(nn.Dropout):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training)
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
+    """Causal softmax attention, q, k, v: [B, H, T, D] -> [B, H, T, D].
+
+    Compiled for CPU with a score tensor of modest size, the attention is written out so Inductor
+    fuses scale, mask, softmax and dropout into one pass; elsewhere SDPA's fused kernels run.
+    """
+    B, H, T, D = q.shape
+    if _compiled_for_cpu(q) and B * H * T * T <= EXPLICIT_ATTENTION_MAX_SCORES:
+        scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(D))
+        causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+        scores = scores.masked_fill(~causal, float("-inf"))
+        weights = F.softmax(scores.float(), dim=-1).to(q.dtype)
+        return dropout(weights, dropout_p, dropout_p > 0) @ v
+    with sdpa_kernel(attention_backends(q)):
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+
+
+# Scores materialised by the written-out CPU attention: 2^24 floats = 64 MiB per layer at most.
+EXPLICIT_ATTENTION_MAX_SCORES = 2**24
+
+
 def make_norm(cfg: ModelConfig) -> nn.Module:
     if cfg.norm == "rmsnorm":
         return nn.RMSNorm(cfg.n_embd)
@@ -60,7 +128,7 @@ class CausalSelfAttention(nn.Module):
         self.n_head, self.n_embd, self.dropout, self.qk_norm = cfg.n_head, cfg.n_embd, cfg.dropout, cfg.qk_norm
         self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)  # q, k, v in one matmul
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
-        self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.resid_dropout = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """x: [B, T, C] -> [B, T, C]; rotary: RoPE (cos, sin) for positions 0..T-1, or None."""
@@ -72,10 +140,7 @@ class CausalSelfAttention(nn.Module):
             q, k = F.rms_norm(q, (q.size(-1),)), F.rms_norm(k, (k.size(-1),))
         if rotary is not None:
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
-        with sdpa_kernel(attention_backends(q)):
-            y = F.scaled_dot_product_attention(
-                q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
-            )
+        y = causal_attention(q, k, v, self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -88,7 +153,7 @@ class MLP(nn.Module):
         hidden = 4 * cfg.n_embd if cfg.mlp != "swiglu" else 64 * math.ceil(8 * cfg.n_embd / 3 / 64)
         self.c_fc = nn.Linear(cfg.n_embd, hidden * (2 if cfg.mlp == "swiglu" else 1), bias=cfg.bias)
         self.c_proj = nn.Linear(hidden, cfg.n_embd, bias=cfg.bias)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, T, C] -> [B, T, C]"""
@@ -135,7 +200,7 @@ class GPT(nn.Module):
             # A fixed table, rebuilt from its definition on load, scaled like the learned init.
             table = torch.from_numpy(position_table(cfg.pos_encoding, cfg.block_size, cfg.n_embd)).float()
             self.register_buffer("pos_table", 0.02 * table, persistent=False)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = make_norm(cfg)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)

@@ -1,8 +1,11 @@
+import math
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from cllm.config import ModelConfig
-from cllm.model import GPT
+from cllm.model import GPT, causal_attention, dropout, hashed_keep_mask
 
 
 def tiny_model(dtype=torch.float32, **kw) -> GPT:
@@ -117,3 +120,66 @@ def test_swiglu_keeps_parameter_count_close_to_gelu():
     gelu = GPT(ModelConfig(n_layer=1, n_head=4, n_embd=96, block_size=8, vocab_size=11))
     swiglu = GPT(ModelConfig(n_layer=1, n_head=4, n_embd=96, block_size=8, vocab_size=11, mlp="swiglu"))
     assert abs(swiglu.num_params() / gelu.num_params() - 1) < 0.1
+
+
+# --- the compiled-CPU fast path: hashed dropout and written-out attention -------------------------
+
+def test_hashed_mask_is_identical_eager_and_compiled():
+    # The hash relies on wrapping int32 multiplies; a miscompiled Inductor kernel would show here.
+    key = torch.tensor([-123456789], dtype=torch.int32)
+    shape = torch.Size([3, 5, 67, 67])  # odd sizes reach the compiled kernel's scalar tail too
+    compiled = torch.compile(hashed_keep_mask, fullgraph=True)
+    assert torch.equal(compiled(shape, 0.2, key), hashed_keep_mask(shape, 0.2, key))
+
+
+@pytest.mark.parametrize("p", [0.1, 0.2, 0.5])
+def test_hashed_mask_keeps_one_minus_p_and_looks_independent(p):
+    n = 1 << 20
+    masks = [hashed_keep_mask(torch.Size([n]), p, torch.tensor([k], dtype=torch.int32)).float()
+             for k in (0, 1, 2**30 + 7)]
+    sigma = math.sqrt(p * (1 - p) / n)
+    for m in masks:
+        assert abs(m.mean().item() - (1 - p)) < 5 * sigma
+        neighbours = torch.corrcoef(torch.stack([m[:-1], m[1:]]))[0, 1].item()
+        assert abs(neighbours) < 5 / math.sqrt(n)
+    # Keys that differ in one bit must give unrelated masks, not shifted or flipped copies.
+    for a, b in [(0, 1), (0, 2), (1, 2)]:
+        assert abs(torch.corrcoef(torch.stack([masks[a], masks[b]]))[0, 1].item()) < 5 / math.sqrt(n)
+        assert abs(torch.corrcoef(torch.stack([masks[a][:-1], masks[b][1:]]))[0, 1].item()) < 5 / math.sqrt(n)
+
+
+def test_compiled_cpu_dropout_is_hashed_scaled_and_fresh_each_call():
+    f = torch.compile(lambda x: dropout(x, 0.25, True), fullgraph=True)
+    x = torch.ones(4096)
+    torch.manual_seed(0)
+    a, b = f(x), f(x)
+    assert set(a.unique().tolist()) == {0.0, torch.tensor(1 / 0.75).item()}
+    assert not torch.equal(a, b)
+    torch.manual_seed(0)
+    assert torch.equal(f(x), a)  # the key comes from torch's generator: seeded runs repeat
+    assert torch.equal(dropout(x, 0.25, False), x)
+
+
+def test_dropout_takes_the_hashed_path_only_when_compiled_for_cpu(monkeypatch):
+    x = torch.randn(64, 64)
+    torch.manual_seed(1)
+    standard = dropout(x, 0.5, True)
+    torch.manual_seed(1)
+    assert torch.equal(dropout(x, 0.5, True), standard)  # eager: plain F.dropout
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    torch.manual_seed(1)
+    key = torch.randint(-(2**31), 2**31 - 1, (1,), dtype=torch.int32)
+    torch.manual_seed(1)
+    assert torch.equal(dropout(x, 0.5, True), torch.where(hashed_keep_mask(x.shape, 0.5, key), 2 * x, 0.0))
+
+
+@pytest.mark.parametrize("T", [5, 16])
+def test_compiled_cpu_attention_matches_sdpa(T):
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, T, 8, requires_grad=True) for _ in range(3))
+    expected = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    grads = torch.autograd.grad(expected.square().sum(), (q, k, v))
+    got = torch.compile(causal_attention, fullgraph=True)(q, k, v, 0.0)
+    assert torch.allclose(got, expected, atol=1e-5)
+    for g, e in zip(torch.autograd.grad(got.square().sum(), (q, k, v)), grads):
+        assert torch.allclose(g, e, atol=1e-4)

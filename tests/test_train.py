@@ -102,6 +102,15 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(tmp_path, corpus_file):
     assert steps == list(range(1, 31))
 
 
+def test_compiled_training_with_dropout_resumes_exactly(tmp_path, corpus_file):
+    # The compiled CPU path draws its dropout keys inside the compiled graph; resume must still be exact.
+    common = dict(data=str(corpus_file), max_steps=8, log_interval=1, save_interval=1000, dropout=0.2, compile=True)
+    straight = train(tiny_config(tmp_path / "a", **common), log=lambda *a: None)
+    first = train(tiny_config(tmp_path / "b", **common), log=lambda *a: None, on_step=_interrupt_at(3))
+    second = train(tiny_config(tmp_path / "b", **common), resume=True, log=lambda *a: None)
+    assert first.losses + second.losses == straight.losses
+
+
 def test_resume_rejects_contradicting_config(tmp_path, corpus_file):
     train(tiny_config(tmp_path / "r", data=str(corpus_file), max_steps=5), log=lambda *a: None)
     with pytest.raises(CLLMError, match="n_embd"):
