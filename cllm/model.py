@@ -43,15 +43,17 @@ def _mix32(h: torch.Tensor) -> torch.Tensor:
     return h ^ ((h >> 16) & 0xFFFF)
 
 
-def hashed_keep_mask(shape: torch.Size, p: float, key: torch.Tensor) -> torch.Tensor:
-    """Bool [*shape], each element True with probability 1 - p: a keyed hash of its flat index.
+def hashed_keep(shape: torch.Size, p: float, key: torch.Tensor) -> torch.Tensor:
+    """int32 [*shape] of 0 and 1, each 1 with probability 1 - p (to 2^-24): a keyed hash of its index.
 
-    key: int32 [1]. The bit of element i is mix(mix(i) ^ key), uniform over int32; nothing here
-    draws random numbers, so the same (shape, key) gives the same mask eagerly and compiled.
+    key: int32 [1]. Element i draws the top 24 bits of mix(mix(i) ^ key); nothing here draws
+    random numbers, so the same (shape, key) gives the same mask eagerly and compiled. The mask is
+    integer arithmetic, not a comparison: Inductor's CPU code stores and loads bool tensors
+    element by element (a saved bool mask cost more than the whole hash), int32 it vectorises.
     """
     index = torch.arange(math.prod(shape), dtype=torch.int32, device=key.device).view(shape)
-    bits = _mix32(_mix32(index) ^ key)
-    return bits >= int(p * 2**32) - 2**31
+    uniform24 = (_mix32(_mix32(index) ^ key) >> 8) & 0xFFFFFF
+    return ((uniform24 - round(p * 2**24)) >> 31) + 1  # sign bit: 0 below the threshold, 1 above
 
 
 def hashed_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
@@ -62,7 +64,7 @@ def hashed_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     random number per element costs more than the attention matmuls (docs/BENCHMARKS.md).
     """
     key = torch.randint(-(2**31), 2**31 - 1, (1,), dtype=torch.int32, device=x.device)
-    return torch.where(hashed_keep_mask(x.shape, p, key), x * (1.0 / (1.0 - p)), 0.0).to(x.dtype)
+    return x * (hashed_keep(x.shape, p, key).to(x.dtype) * (1.0 / (1.0 - p)))
 
 
 def _compiled_for_cpu(x: torch.Tensor) -> bool:

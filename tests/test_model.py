@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from cllm.config import ModelConfig
-from cllm.model import GPT, causal_attention, dropout, hashed_keep_mask
+from cllm.model import GPT, causal_attention, dropout, hashed_keep
 
 
 def tiny_model(dtype=torch.float32, **kw) -> GPT:
@@ -128,14 +128,14 @@ def test_hashed_mask_is_identical_eager_and_compiled():
     # The hash relies on wrapping int32 multiplies; a miscompiled Inductor kernel would show here.
     key = torch.tensor([-123456789], dtype=torch.int32)
     shape = torch.Size([3, 5, 67, 67])  # odd sizes reach the compiled kernel's scalar tail too
-    compiled = torch.compile(hashed_keep_mask, fullgraph=True)
-    assert torch.equal(compiled(shape, 0.2, key), hashed_keep_mask(shape, 0.2, key))
+    compiled = torch.compile(hashed_keep, fullgraph=True)
+    assert torch.equal(compiled(shape, 0.2, key), hashed_keep(shape, 0.2, key))
 
 
 @pytest.mark.parametrize("p", [0.1, 0.2, 0.5])
 def test_hashed_mask_keeps_one_minus_p_and_looks_independent(p):
     n = 1 << 20
-    masks = [hashed_keep_mask(torch.Size([n]), p, torch.tensor([k], dtype=torch.int32)).float()
+    masks = [hashed_keep(torch.Size([n]), p, torch.tensor([k], dtype=torch.int32)).float()
              for k in (0, 1, 2**30 + 7)]
     sigma = math.sqrt(p * (1 - p) / n)
     for m in masks:
@@ -170,7 +170,7 @@ def test_dropout_takes_the_hashed_path_only_when_compiled_for_cpu(monkeypatch):
     torch.manual_seed(1)
     key = torch.randint(-(2**31), 2**31 - 1, (1,), dtype=torch.int32)
     torch.manual_seed(1)
-    assert torch.equal(dropout(x, 0.5, True), torch.where(hashed_keep_mask(x.shape, 0.5, key), 2 * x, 0.0))
+    assert torch.equal(dropout(x, 0.5, True), x * (hashed_keep(x.shape, 0.5, key) * 2.0))
 
 
 @pytest.mark.parametrize("T", [5, 16])
