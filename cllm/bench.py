@@ -25,7 +25,7 @@ from .data import bundled_corpus_path, read_text
 from .model import GPT
 from .perf import flops_per_token, matmul_peak
 from .tokenizers import tokenizer_class
-from .train import autocast, compile_model, make_optimizer, resolve_device, resolve_dtype
+from .train import autocast, compile_model, deterministic_cpu_kernels, make_optimizer, resolve_device, resolve_dtype
 
 VARIANTS = ("default", "float32-eager", "per-sequence")
 
@@ -90,15 +90,16 @@ class StepRunner:
 def bench_variants(cfg: Config, variants: list[str], warmup: int = 3, steps: int = 10) -> list[BenchResult]:
     """Median tokens/s of each variant, steps interleaved across variants."""
     runners = [StepRunner(cfg, v) for v in variants]
-    for runner in runners:
-        for _ in range(warmup):
-            runner.step()
     times: list[list[float]] = [[] for _ in runners]
-    for _ in range(steps):
-        for runner, ts in zip(runners, times):
-            start = time.perf_counter()
-            runner.step()
-            ts.append(time.perf_counter() - start)
+    with deterministic_cpu_kernels(runners[0].device):  # as `cllm train` runs
+        for runner in runners:
+            for _ in range(warmup):
+                runner.step()
+        for _ in range(steps):
+            for runner, ts in zip(runners, times):
+                start = time.perf_counter()
+                runner.step()
+                ts.append(time.perf_counter() - start)
     results = []
     for runner, ts in zip(runners, times):
         median = statistics.median(ts)

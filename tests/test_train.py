@@ -14,7 +14,7 @@ from cllm.errors import CLLMError
 from cllm.model import GPT
 from cllm.sample import load_model
 from cllm.tokenizers.char import CharTokenizer
-from cllm.train import lr_at, make_optimizer, train
+from cllm.train import deterministic_cpu_kernels, lr_at, make_optimizer, train
 
 from conftest import SHORT_TEXT, tiny_config
 
@@ -104,12 +104,33 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(tmp_path, corpus_file):
 
 def test_default_fast_path_with_dropout_resumes_exactly(tmp_path, corpus_file):
     # Compiled bf16, as `cllm train` runs: the hashed dropout keys are drawn inside the compiled graph.
+    # Two threads: compiled CPU kernels must also be deterministic (see deterministic_cpu_kernels).
     common = dict(data=str(corpus_file), max_steps=8, log_interval=1, save_interval=1000, dropout=0.2,
-                  compile=True, dtype="bfloat16")
+                  compile=True, dtype="bfloat16", threads=2)
     straight = train(tiny_config(tmp_path / "a", **common), log=lambda *a: None)
     first = train(tiny_config(tmp_path / "b", **common), log=lambda *a: None, on_step=_interrupt_at(3))
     second = train(tiny_config(tmp_path / "b", **common), resume=True, log=lambda *a: None)
     assert first.losses + second.losses == straight.losses
+
+
+def test_compiled_cpu_gradients_repeat_bit_for_bit_with_two_threads():
+    # Without deterministic kernels Inductor sums the embedding gradient with atomic adds.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(n_layer=2, n_head=2, n_embd=64, block_size=64, vocab_size=80))
+    x = torch.randint(0, 80, (12, 64))
+    with deterministic_cpu_kernels(torch.device("cpu")):
+        compiled = torch.compile(model)
+        grads = []
+        for _ in range(4):
+            model.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                compiled(x, x)[1].backward()
+            grads.append(model.wte.weight.grad.clone())
+    torch.set_num_threads(threads)
+    assert all(torch.equal(g, grads[0]) for g in grads)
+    assert not torch.are_deterministic_algorithms_enabled()  # restored afterwards
 
 
 def test_resume_rejects_contradicting_config(tmp_path, corpus_file):
