@@ -25,7 +25,8 @@ from .data import bundled_corpus_path, read_text
 from .model import GPT
 from .perf import flops_per_token, matmul_peak
 from .tokenizers import tokenizer_class
-from .train import autocast, compile_model, deterministic_cpu_kernels, make_optimizer, resolve_device, resolve_dtype
+from .runtime import autocast, compile_model, deterministic_cpu_kernels, resolve_device, resolve_dtype
+from .train import make_optimizer
 
 VARIANTS = ("default", "float32-eager", "per-sequence")
 

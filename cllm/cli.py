@@ -91,7 +91,7 @@ def _read_text_arg(text: str | None, file: str | None, what: str) -> str:
 
 def cmd_sample(args) -> int:
     from .sample import load_model, sample_text
-    from .train import resolve_device
+    from .runtime import resolve_device
 
     model, tokenizer, _ = load_model(args.checkpoint, resolve_device(args.device))
     prompt = _read_text_arg(args.prompt, args.prompt_file, "prompt")
@@ -108,7 +108,7 @@ def cmd_eval(args) -> int:
     from .data import read_text
     from .evaluate import score_text
     from .sample import load_model
-    from .train import resolve_device
+    from .runtime import resolve_device
 
     model, tokenizer, _ = load_model(args.checkpoint, resolve_device(args.device))
     path = Path(args.data)

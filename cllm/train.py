@@ -4,13 +4,13 @@ One step = ``grad_accum`` micro-batches of ``[batch_size, block_size]`` tokens, 
 backward in one batched call, then global-norm clipping and one update (AdamW, or Muon for the
 blocks' matrices with AdamW for the rest). Every source of
 randomness (python, numpy, torch, the batch sampler) is seeded and saved in each checkpoint, so an
-interrupted and resumed run produces the same losses as an uninterrupted one (CPU, float32).
+interrupted and resumed run produces the same losses as an uninterrupted one (on CPU, eager
+or compiled, float32 or bf16).
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import math
 import os
@@ -32,6 +32,7 @@ from .evaluate import score_ids
 from .model import GPT
 from .optim import Muon, OptimizerSet
 from .perf import flops_per_token, matmul_peak
+from .runtime import autocast, compile_model, deterministic_cpu_kernels, resolve_device, resolve_dtype
 
 # Settings that may differ between a checkpoint and the run resuming it: how long to run, how
 # often to log, evaluate and save, and where/how fast to compute. Everything else must match.
@@ -87,66 +88,6 @@ def make_optimizer(model: torch.nn.Module, t: TrainConfig, fused: bool = True):
         return adamw
     muon = Muon([{"params": to_muon, "base_lr": t.muon_lr}], lr=t.muon_lr)
     return OptimizerSet(adamw, muon)
-
-
-def resolve_dtype(name: str, device: torch.device) -> str:
-    """"auto" -> "bfloat16" where the hardware computes in it natively (AVX-512 BF16 / AMX, Ampere+), else "float32"."""
-    if name != "auto":
-        return name
-    if device.type == "cuda":
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
-    return "bfloat16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "float32"
-
-
-def compile_model(model: torch.nn.Module, enabled: bool, log=print):
-    """torch.compile(model) when enabled and a compiler is available; otherwise the model itself.
-
-    Compilation happens lazily at the first call; ``train`` falls back to eager if that fails.
-    """
-    if not enabled:
-        return model
-    if model.training and next(model.parameters()).device.type == "cpu":
-        import shutil
-
-        if not (shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++") or shutil.which("clang++")):
-            log("note: no C++ compiler found, so training runs eagerly (--no-compile to silence this)")
-            return model
-    return torch.compile(model)
-
-
-@contextlib.contextmanager
-def deterministic_cpu_kernels(device: torch.device):
-    """On CPU, ask PyTorch for deterministic kernels while the block runs (and compiles).
-
-    Compiled CPU code otherwise accumulates the embedding gradient with atomic adds, so with two
-    or more threads steps differ in the last bits from run to run and a resumed run drifts from the
-    uninterrupted one. The deterministic fallback measured no slower on CPU; GPUs keep their
-    fastest kernels.
-    """
-    if device.type != "cpu":
-        yield
-        return
-    previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise CLLMError("--device cuda was requested but no CUDA GPU is available")
-    return torch.device(name)
-
-
-def autocast(device: torch.device, dtype: str):
-    """Mixed precision: matmuls in bfloat16, weights and optimizer state stay float32."""
-    if dtype == "bfloat16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 @torch.no_grad()

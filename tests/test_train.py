@@ -14,7 +14,8 @@ from cllm.errors import CLLMError
 from cllm.model import GPT
 from cllm.sample import load_model
 from cllm.tokenizers.char import CharTokenizer
-from cllm.train import deterministic_cpu_kernels, lr_at, make_optimizer, train
+from cllm.runtime import deterministic_cpu_kernels
+from cllm.train import lr_at, make_optimizer, train
 
 from conftest import SHORT_TEXT, tiny_config
 
