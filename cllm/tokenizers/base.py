@@ -102,3 +102,27 @@ class Tokenizer(ABC):
     def fingerprint(self) -> str:
         """A short hash of the vocabulary: two tokenizers with equal fingerprints map text identically."""
         return hashlib.sha256(self.to_json().encode("utf-8")).hexdigest()[:16]
+
+
+class TableTokenizer(Tokenizer):
+    """A tokenizer whose ids index one table: the four specials, then its own entries (char, word).
+
+    Subclasses fill ``_itos``; decoding joins the entries, drops the specials and shows <unk> as
+    UNK_TEXT.
+    """
+
+    _itos: list[str]
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._itos)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        offset, itos = len(SPECIAL_TOKENS), self._itos
+        return "".join(
+            itos[i] if i >= offset else (UNK_TEXT if i == UNK_ID else "")
+            for i in self._check_ids(ids).tolist()
+        )
+
+    def id_to_token(self, i: int) -> str:
+        return self._itos[int(self._check_ids([i])[0])]

@@ -7,10 +7,10 @@ from typing import Iterable
 import numpy as np
 
 from ..errors import CLLMError
-from .base import SPECIAL_TOKENS, UNK_ID, UNK_TEXT, Tokenizer
+from .base import SPECIAL_TOKENS, UNK_ID, TableTokenizer
 
 
-class CharTokenizer(Tokenizer):
+class CharTokenizer(TableTokenizer):
     """Ids 4.. are the training text's distinct characters in code point order.
 
     ``encode`` raises CLLMError on a character outside the vocabulary (``encode_with_unk`` maps it to
@@ -31,10 +31,6 @@ class CharTokenizer(Tokenizer):
         self._lookup = np.full(max_cp + 1, -1, dtype=np.int64)
         for i, c in enumerate(self.chars):
             self._lookup[ord(c)] = i + offset
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self._itos)
 
     @classmethod
     def train(cls, texts: Iterable[str], lowercase: bool = False, **options) -> "CharTokenizer":
@@ -68,17 +64,6 @@ class CharTokenizer(Tokenizer):
         ids = self._lookup_ids(text)
         ids[ids < 0] = UNK_ID
         return ids
-
-    def decode(self, ids: Iterable[int]) -> str:
-        offset = len(SPECIAL_TOKENS)
-        itos = self._itos
-        return "".join(
-            itos[i] if i >= offset else (UNK_TEXT if i == UNK_ID else "")
-            for i in self._check_ids(ids).tolist()
-        )
-
-    def id_to_token(self, i: int) -> str:
-        return self._itos[int(self._check_ids([i])[0])]
 
     def to_dict(self) -> dict:
         # "lowercase" only appears when set, so case-keeping tokenizers keep their earlier fingerprints.

@@ -28,7 +28,7 @@ from typing import Iterable
 import numpy as np
 
 from ..errors import CLLMError
-from .base import SPECIAL_TOKENS, UNK_ID, UNK_TEXT, Tokenizer
+from .base import SPECIAL_TOKENS, UNK_ID, TableTokenizer
 
 TOKEN_RE = re.compile(r"[^\W_]+|\s+|.", re.DOTALL)
 _OFFSET = len(SPECIAL_TOKENS)
@@ -39,7 +39,7 @@ def split_words(text: str) -> list[str]:
     return TOKEN_RE.findall(text)
 
 
-class WordTokenizer(Tokenizer):
+class WordTokenizer(TableTokenizer):
     kind = "word"
 
     def __init__(self, tokens: Iterable[str], lowercase: bool = False):
@@ -53,10 +53,6 @@ class WordTokenizer(Tokenizer):
             dup = next(t for t, n in Counter(self.tokens).items() if n > 1)
             raise CLLMError(f"word tokenizer: vocabulary entry {dup!r} appears more than once")
         self._max_space = max((len(t) for t in self.tokens if t.isspace()), default=1)
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self._itos)
 
     @classmethod
     def train(
@@ -107,16 +103,6 @@ class WordTokenizer(Tokenizer):
             else:
                 out.append(UNK_ID)
         return out
-
-    def decode(self, ids: Iterable[int]) -> str:
-        itos = self._itos
-        return "".join(
-            itos[i] if i >= _OFFSET else (UNK_TEXT if i == UNK_ID else "")
-            for i in self._check_ids(ids).tolist()
-        )
-
-    def id_to_token(self, i: int) -> str:
-        return self._itos[int(self._check_ids([i])[0])]
 
     def to_dict(self) -> dict:
         return {"tokens": self.tokens, "lowercase": self.lowercase}
