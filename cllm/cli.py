@@ -272,5 +272,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def subcommand_main(command: str, argv: list[str] | None = None) -> int:
+    """A command module's stand-alone entry (``python -m cllm.lattice.cli ...``): ``cllm COMMAND ...``.
+
+    ``argv`` may start with COMMAND or leave it out.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return main(argv if argv[:1] == [command] else [command, *argv])
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -146,10 +146,9 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry (``python -m cllm.lattice.cli``): the same as ``cllm lattice ...``."""
-    from ..cli import main as cllm_main
+    from ..cli import subcommand_main
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    return cllm_main(argv if argv[:1] == ["lattice"] else ["lattice", *argv])
+    return subcommand_main("lattice", argv)
 
 
 if __name__ == "__main__":

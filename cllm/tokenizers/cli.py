@@ -155,10 +155,9 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry (``python -m cllm.tokenizers.cli``): the same as ``cllm tokenizer ...``."""
-    from ..cli import main as cllm_main
+    from ..cli import subcommand_main
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    return cllm_main(argv if argv[:1] == ["tokenizer"] else ["tokenizer", *argv])
+    return subcommand_main("tokenizer", argv)
 
 
 if __name__ == "__main__":
