@@ -20,6 +20,7 @@ import cllm.model as M
 from cllm.config import ModelConfig
 
 from common import cpu_name
+from dropout_rng import bool_keep
 
 
 def sdpa_attention(q, k, v, dropout_p):
@@ -33,9 +34,7 @@ def inductor_rng_dropout(x, p):
 def bool_mask_dropout(x, p):
     """The hashed mask as a comparison (a bool tensor), as first written."""
     key = torch.randint(-(2**31), 2**31 - 1, (1,), dtype=torch.int32, device=x.device)
-    index = torch.arange(x.numel(), dtype=torch.int32, device=x.device).view(x.shape)
-    keep = M._mix32(M._mix32(index) ^ key) >= int(p * 2**32) - 2**31
-    return torch.where(keep, x * (1.0 / (1.0 - p)), 0.0).to(x.dtype)
+    return torch.where(bool_keep(x.shape, p, key), x * (1.0 / (1.0 - p)), 0.0).to(x.dtype)
 
 
 # name -> (attention, dropout used when compiled for CPU)

@@ -21,7 +21,8 @@ def ms(fn, reps=20):
 
 
 def bool_keep(shape, p, key):
-    index = torch.arange(shape.numel(), dtype=torch.int32).view(shape)
+    """cllm's hashed keep-mask written as a comparison: a bool tensor (the first version)."""
+    index = torch.arange(shape.numel(), dtype=torch.int32, device=key.device).view(shape)
     return _mix32(_mix32(index) ^ key) >= int(p * 2**32) - 2**31
 
 

@@ -83,11 +83,16 @@ class Dropout(nn.Dropout):
         return dropout(x, self.p, self.training)
 
 
+# Scores materialised by the written-out CPU attention: 2^24 floats = 64 MiB per layer at most.
+EXPLICIT_ATTENTION_MAX_SCORES = 2**24
+
+
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
     """Causal softmax attention, q, k, v: [B, H, T, D] -> [B, H, T, D].
 
     Compiled for CPU with a score tensor of modest size, the attention is written out so Inductor
-    fuses scale, mask, softmax and dropout into one pass; elsewhere SDPA's fused kernels run.
+    fuses scale, mask, softmax and dropout around two batched matmuls; elsewhere SDPA's fused
+    kernels run.
     """
     B, H, T, D = q.shape
     if _compiled_for_cpu(q) and B * H * T * T <= EXPLICIT_ATTENTION_MAX_SCORES:
@@ -98,10 +103,6 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_
         return dropout(weights, dropout_p, dropout_p > 0) @ v
     with sdpa_kernel(attention_backends(q)):
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
-
-
-# Scores materialised by the written-out CPU attention: 2^24 floats = 64 MiB per layer at most.
-EXPLICIT_ATTENTION_MAX_SCORES = 2**24
 
 
 def make_norm(cfg: ModelConfig) -> nn.Module:
