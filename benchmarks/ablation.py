@@ -57,7 +57,7 @@ def held_out_file(out: Path, vocab_chars: set[str]) -> tuple[Path, dict]:
 
 def cli(*args: str, lock: bool = True) -> str:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "cllm.cli", *args]
+    cmd = [sys.executable, "-m", "cllm", *args]
     if lock:
         cmd = ["flock", LOCK, *cmd]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)

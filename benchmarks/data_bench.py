@@ -157,7 +157,7 @@ def cmd_prepare(args) -> dict:
     from cllm.data import resolve_sources
 
     src_bytes = sum(s.size for s in resolve_sources(args.dir, quiet=True))
-    cmd = [sys.executable, "-m", "cllm.cli", "prepare", "--data", args.dir, "--out", args.out, "--tokenizer",
+    cmd = [sys.executable, "-m", "cllm", "prepare", "--data", args.dir, "--out", args.out, "--tokenizer",
            args.tokenizer, "--workers", str(args.workers), "--no-progress", *args.extra]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     peak = [0, 0]

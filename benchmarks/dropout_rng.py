@@ -11,7 +11,7 @@ its mask by integer arithmetic; docs/BENCHMARKS.md).
 import torch
 import torch.nn.functional as F
 
-from cllm.model import _mix32, hashed_dropout, hashed_keep
+from cllm.kernels import _mix32, hashed_dropout, hashed_keep
 
 from common import median_seconds
 

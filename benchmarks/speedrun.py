@@ -27,7 +27,7 @@ TARGET_LOSS, TARGET_SECONDS = 1.89, 30.0
 
 
 def cllm(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cllm.cli", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "cllm", *args], capture_output=True, text=True)
 
 
 def main() -> int:

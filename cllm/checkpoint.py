@@ -23,7 +23,9 @@ from pathlib import Path
 import safetensors.torch
 import torch
 
+from .config import Config
 from .errors import CLLMError
+from .model import GPT
 from .tokenizers import Tokenizer, save_tokenizer, tokenizer_from_json
 
 FORMAT_VERSION = 1
@@ -107,7 +109,7 @@ class Checkpoint:
     def config(self) -> dict:
         return self.state["config"]
 
-    def load_model(self, model: torch.nn.Module) -> None:
+    def load_weights(self, model: torch.nn.Module) -> None:
         try:
             missing, unexpected = safetensors.torch.load_model(model, str(self.dir / "model.safetensors"), strict=False)
         except Exception as e:  # safetensors raises several types for malformed files
@@ -144,3 +146,17 @@ def load_checkpoint(path: str | Path, verify: bool = True) -> Checkpoint:
             raise CLLMError(f"checkpoint file {p} is corrupt or from another checkpoint (hash mismatch)")
     tokenizer = tokenizer_from_json((ckpt_dir / "tokenizer.json").read_text(encoding="utf-8"))
     return Checkpoint(ckpt_dir, state, tokenizer)
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu",
+               checkpoint: Checkpoint | None = None) -> tuple[GPT, Tokenizer, Config]:
+    """A run or checkpoint directory -> (model on ``device`` in eval mode, tokenizer, config).
+
+    The one way a trained model is loaded (sample, eval, crystal analyze, resume); pass an already
+    read ``checkpoint`` to avoid reading and verifying its files twice.
+    """
+    ckpt = checkpoint or load_checkpoint(path)
+    cfg = Config.from_dict(ckpt.config, where=f"config in {ckpt.dir}")
+    model = GPT(cfg.model)
+    ckpt.load_weights(model)
+    return model.to(device).eval(), ckpt.tokenizer, cfg

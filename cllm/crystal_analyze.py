@@ -44,24 +44,6 @@ import numpy as np
 from .errors import CLLMError
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser("crystal", help="crystalline analysis of a trained model (analyze)")
-    sub = p.add_subparsers(dest="crystal_command", metavar="SUBCOMMAND")
-    sub.required = True
-    a = sub.add_parser("analyze", help="LLL, CVP, effective rank and prime-GCD structure of the token embeddings")
-    a.add_argument("--checkpoint", required=True, help="run directory or checkpoint directory")
-    a.add_argument("--out", help="directory for report.json and ulam.png (default: <checkpoint>/crystal-analysis)")
-    a.add_argument("--bits", type=int, default=10, help="integer scale: the largest entry becomes 2^bits (default 10)")
-    a.add_argument("--max-tokens", type=int, default=256, help="analyse token ids 0..N-1 at most (default 256)")
-    a.add_argument("--queries", type=int, default=32,
-                   help="CVP queries, a seeded random sample of tokens (0: every analysed token; default 32)")
-    a.add_argument("--permutations", type=int, default=200, help="relabelings for the Spearman p-value")
-    a.add_argument("--seed", type=int, default=0, help="seed of the permutation test")
-    a.add_argument("--no-png", action="store_true", help="skip the Ulam-spiral plot")
-    a.add_argument("--json", action="store_true", help="print the report as JSON")
-    a.set_defaults(func=cmd_analyze)
-
-
 def _log_int(x: int) -> float:
     """Natural log of a positive Python int of any size."""
     if x <= 0:
@@ -238,7 +220,7 @@ def analyze(checkpoint: str, out: str | None = None, bits: int = 10, max_tokens:
     """Run the analysis (module doc) and return the report; writes report.json (and ulam.png) to out."""
     from cllm.lattice import lll
 
-    from .sample import load_model
+    from .checkpoint import load_model
 
     if not 1 <= bits <= 60:
         raise CLLMError(f"--bits must be in 1..60, got {bits}")
@@ -331,15 +313,3 @@ def format_report(r: dict) -> str:
         lines.append(f"Ulam-spiral plot: {r['png']}")
     lines.append(f"report: {r['report']} ({r['seconds']}s)")
     return "\n".join(lines)
-
-
-def cmd_analyze(args) -> int:
-    report = analyze(args.checkpoint, args.out, args.bits, args.max_tokens, args.queries, args.permutations,
-                     args.seed, png=not args.no_png)
-    if args.json:
-        slim = {k: v for k, v in report.items()}
-        slim["cvp_vs_cosine"] = {k: v for k, v in report["cvp_vs_cosine"].items() if k != "details"}
-        print(json.dumps(slim, ensure_ascii=False))
-    else:
-        print(format_report(report))
-    return 0

@@ -1,9 +1,9 @@
 """A decoder-only transformer (GPT): pre-norm blocks, fused causal attention, configurable parts.
 
 Shapes: B = batch, T = time (<= block_size), C = n_embd, H = n_head, D = C / H, V = vocab_size.
-The whole batch goes through one ``[B, T]`` forward; attention uses PyTorch's fused
-``scaled_dot_product_attention(is_causal=True)``, except when compiled for a CPU, where a written-out
-attention and a hashed dropout mask let Inductor fuse the elementwise work (much faster there).
+The whole batch goes through one ``[B, T]`` forward; attention and dropout come from
+``cllm.kernels`` (fused SDPA, or written-out ops Inductor fuses when compiled for a CPU).
+Compilation and activation checkpointing are applied from outside (``cllm.runtime``).
 The defaults are GPT-2's choices (LayerNorm, GELU MLP, tied embeddings) with RoPE positions;
 ModelConfig switches in learned or fixed positional tables, RMSNorm, QK-norm, ReLU² or SwiGLU,
 zero-initialised output projections and logit soft-capping.
@@ -16,93 +16,10 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.utils.checkpoint
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .config import ModelConfig
 from .crystalline import position_table
-
-
-def attention_backends(q: torch.Tensor) -> list[SDPBackend]:
-    """Which fused-attention kernels SDPA may use for q: [B, H, T, D].
-
-    On CPU, PyTorch's flash kernel is slower than its math kernel for head sizes below 64
-    (measured: backward 2.5x slower in bfloat16 at D=32; docs/BENCHMARKS.md), so small heads use
-    the math kernel there. Everywhere else SDPA picks its fastest available kernel.
-    """
-    if q.device.type == "cpu" and q.size(-1) < 64:
-        return [SDPBackend.MATH]
-    return [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.MATH]
-
-
-def _mix32(h: torch.Tensor) -> torch.Tensor:
-    """A bijective 32-bit integer hash (xor-shift / multiply rounds) on int32, multiplies wrapping."""
-    for _ in range(2):
-        h = h ^ ((h >> 16) & 0xFFFF)  # logical shift on a signed type
-        h = h * 0x45D9F3B
-    return h ^ ((h >> 16) & 0xFFFF)
-
-
-def hashed_keep(shape: torch.Size, p: float, key: torch.Tensor) -> torch.Tensor:
-    """int32 [*shape] of 0 and 1, each 1 with probability 1 - p (to 2^-24): a keyed hash of its index.
-
-    key: int32 [1]. Element i draws the top 24 bits of mix(mix(i) ^ key); nothing here draws
-    random numbers, so the same (shape, key) gives the same mask eagerly and compiled. The mask is
-    integer arithmetic, not a comparison: Inductor's CPU code stores and loads bool tensors
-    element by element (a saved bool mask cost more than the whole hash), int32 it vectorises.
-    """
-    index = torch.arange(math.prod(shape), dtype=torch.int32, device=key.device).view(shape)
-    uniform24 = (_mix32(_mix32(index) ^ key) >> 8) & 0xFFFFFF
-    return ((uniform24 - round(p * 2**24)) >> 31) + 1  # sign bit: 0 below the threshold, 1 above
-
-
-def hashed_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
-    """Inverted dropout of x with a hashed keep-mask and one random key per call.
-
-    The key comes from torch's generator, so runs stay seeded and resume exactly. Compiled for CPU
-    the mask is a few vectorised integer ops fused into the neighbouring kernel, where drawing a
-    random number per element costs more than the attention matmuls (docs/BENCHMARKS.md).
-    """
-    key = torch.randint(-(2**31), 2**31 - 1, (1,), dtype=torch.int32, device=x.device)
-    return x * (hashed_keep(x.shape, p, key).to(x.dtype) * (1.0 / (1.0 - p)))
-
-
-def _compiled_for_cpu(x: torch.Tensor) -> bool:
-    return x.device.type == "cpu" and torch.compiler.is_compiling()
-
-
-def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """F.dropout, with the hashed mask when compiled for CPU (where per-element RNG is the bottleneck)."""
-    if training and 0.0 < p < 1.0 and _compiled_for_cpu(x) and x.numel() < 2**31:
-        return hashed_dropout(x, p)
-    return F.dropout(x, p, training)
-
-
-class Dropout(nn.Dropout):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return dropout(x, self.p, self.training)
-
-
-# Scores materialised by the written-out CPU attention: 2^24 floats = 64 MiB per layer at most.
-EXPLICIT_ATTENTION_MAX_SCORES = 2**24
-
-
-def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
-    """Causal softmax attention, q, k, v: [B, H, T, D] -> [B, H, T, D].
-
-    Compiled for CPU with a score tensor of modest size, the attention is written out so Inductor
-    fuses scale, mask, softmax and dropout around two batched matmuls; elsewhere SDPA's fused
-    kernels run.
-    """
-    B, H, T, D = q.shape
-    if _compiled_for_cpu(q) and B * H * T * T <= EXPLICIT_ATTENTION_MAX_SCORES:
-        scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(D))
-        causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
-        scores = scores.masked_fill(~causal, float("-inf"))
-        weights = F.softmax(scores.float(), dim=-1).to(q.dtype)
-        return dropout(weights, dropout_p, dropout_p > 0) @ v
-    with sdpa_kernel(attention_backends(q)):
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+from .kernels import Dropout, causal_attention
 
 
 def make_norm(cfg: ModelConfig) -> nn.Module:
@@ -190,8 +107,6 @@ class GPT(nn.Module):
         if cfg.vocab_size <= 0:
             raise ValueError("ModelConfig.vocab_size must be set (from the tokenizer) before building the model")
         self.cfg = cfg
-        # Recompute each block's activations in backward instead of storing them: less memory, ~1/3 more compute.
-        self.activation_checkpointing = False
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         if cfg.pos_encoding == "learned":
             self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
@@ -256,10 +171,7 @@ class GPT(nn.Module):
             x = x + self.pos_table[:T]
         x = self.drop(x)
         for block in self.blocks:
-            if self.activation_checkpointing and self.training:
-                x = torch.utils.checkpoint.checkpoint(block, x, rotary, use_reentrant=False)
-            else:
-                x = block(x, rotary)
+            x = block(x, rotary)
         logits = self.lm_head(self.ln_f(x))
         if self.cfg.logit_softcap > 0:  # smoothly bounds logits to (-cap, cap)
             logits = self.cfg.logit_softcap * torch.tanh(logits / self.cfg.logit_softcap)

@@ -1,4 +1,5 @@
-"""Where and how a step runs: device, precision, torch.compile and deterministic CPU kernels.
+"""Where and how a step runs: device, precision, torch.compile, activation checkpointing and
+deterministic CPU kernels, applied to a model from outside it (as torchtitan's parallelize.py does).
 
 Shared by the trainer and the benchmark, so ``cllm bench``'s default variant is ``cllm train``'s step.
 """
@@ -8,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+
+import torch.utils.checkpoint
 
 import torch
 
@@ -35,6 +38,23 @@ def compile_model(model: torch.nn.Module, enabled: bool, log=print):
             log("note: no C++ compiler found, so training runs eagerly (--no-compile to silence this)")
             return model
     return torch.compile(model)
+
+
+def apply_activation_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute each transformer block's activations in backward instead of storing them.
+
+    Less memory for ~1/3 more compute. Each block's forward is wrapped in place, so parameter names
+    (and so checkpoints) are unchanged; in eval mode or under no_grad the block runs as usual.
+    """
+    for block in model.blocks:
+        forward = block.forward
+
+        def checkpointed(*args, _forward=forward, _block=block):
+            if _block.training and torch.is_grad_enabled():
+                return torch.utils.checkpoint.checkpoint(_forward, *args, use_reentrant=False)
+            return _forward(*args)
+
+        block.forward = checkpointed
 
 
 @contextlib.contextmanager

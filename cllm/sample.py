@@ -4,20 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from .checkpoint import load_checkpoint
-from .config import Config
 from .errors import CLLMError
 from .model import GPT
 from .tokenizers import Tokenizer
-
-
-def load_model(checkpoint: str, device: torch.device | str = "cpu") -> tuple[GPT, Tokenizer, Config]:
-    """A checkpoint (run directory or checkpoint directory) -> (model in eval mode, tokenizer, config)."""
-    ckpt = load_checkpoint(checkpoint)
-    cfg = Config.from_dict(ckpt.config, where=f"config in {ckpt.dir}")
-    model = GPT(cfg.model)
-    ckpt.load_model(model)
-    return model.to(device).eval(), ckpt.tokenizer, cfg
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:

@@ -32,7 +32,7 @@ from .evaluate import score_ids
 from .model import GPT
 from .optim import Muon, OptimizerSet
 from .perf import flops_per_token, matmul_peak
-from .runtime import autocast, compile_model, deterministic_cpu_kernels, resolve_device, resolve_dtype
+from .runtime import apply_activation_checkpointing, autocast, compile_model, deterministic_cpu_kernels, resolve_device, resolve_dtype
 
 # Settings that may differ between a checkpoint and the run resuming it: how long to run, how
 # often to log, evaluate and save, and where/how fast to compute. Everything else must match.
@@ -235,9 +235,10 @@ def train(cfg: Config, resume: bool = False, log=print, on_step=None, overwrite:
     dtype = resolve_dtype(t.dtype, device)
     model = GPT(cfg.model)
     if ckpt:
-        ckpt.load_model(model)
+        ckpt.load_weights(model)
     model.to(device).train()
-    model.activation_checkpointing = t.activation_checkpointing
+    if t.activation_checkpointing:
+        apply_activation_checkpointing(model)
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")  # TF32 for any float32 matmul left outside autocast
     forward = compile_model(model, t.compile, log)

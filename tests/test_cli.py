@@ -14,7 +14,7 @@ TINY = ["--preset", "tiny", "--no-progress", "--threads", "1", "--sample-tokens"
 
 
 def run_cli(*argv, cwd=None):
-    return subprocess.run([sys.executable, "-m", "cllm.cli", *map(str, argv)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cllm", *map(str, argv)], capture_output=True, text=True,
                           cwd=cwd, timeout=300)
 
 

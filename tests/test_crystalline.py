@@ -9,7 +9,8 @@ from cllm.config import ModelConfig
 from cllm.crystalline import (FIXED_POSITION_TABLES, TOKEN_EMBEDDING_INITS, crystalline_features,
                               position_table, token_embedding_init)
 from cllm.model import GPT
-from cllm.sample import load_model, sample_text
+from cllm.checkpoint import load_model
+from cllm.sample import sample_text
 from cllm.train import train
 
 from conftest import tiny_config

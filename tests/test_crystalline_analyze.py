@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from cllm.crystal_analyze import (cvp_queries, cosine_matrix, effective_rank, gcd_spearman,
-                                  log_orthogonality_defect, register)
+                                  log_orthogonality_defect)
+from cllm.cli.crystal import register
 from cllm.errors import CLLMError
 from cllm.train import train
 

@@ -10,7 +10,8 @@ import flint
 import pytest
 
 from cllm.errors import CLLMError
-from cllm.lattice.cli import main, register
+from cllm.cli import main
+from cllm.cli.lattice import register
 from cllm.lattice.reduction import is_lll_reduced
 
 CLASSIC = [[1, 1, 1], [-1, 0, 2], [3, 5, 6]]
@@ -78,7 +79,7 @@ def test_bad_input_raises(tmp_path, capsys, content, target, msg):
 
 
 def test_main_reports_errors(tmp_path, capsys):
-    assert main(["svp", "--input", str(tmp_path / "missing.json")]) == 2
+    assert main(["lattice", "svp", "--input", str(tmp_path / "missing.json")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("cllm: error: input file not found") and err.count("\n") == 1
     f = tmp_path / "zero.json"
@@ -89,6 +90,6 @@ def test_main_reports_errors(tmp_path, capsys):
 
 def test_module_entry_point(basis_json):
     root = Path(__file__).resolve().parents[1]
-    r = subprocess.run([sys.executable, "-m", "cllm.lattice.cli", "svp", "--input", basis_json],
+    r = subprocess.run([sys.executable, "-m", "cllm", "lattice", "svp", "--input", basis_json],
                        capture_output=True, text=True, cwd=root, timeout=60)
     assert r.returncode == 0 and json.loads(r.stdout)["norm_squared"] == 1

@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from cllm.config import ModelConfig
-from cllm.model import GPT, causal_attention, dropout, hashed_keep
+from cllm.kernels import causal_attention, dropout, hashed_keep
+from cllm.model import GPT
 
 
 def tiny_model(dtype=torch.float32, **kw) -> GPT:

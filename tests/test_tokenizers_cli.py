@@ -9,7 +9,8 @@ import pytest
 
 from cllm.errors import CLLMError
 from cllm.tokenizers import load_tokenizer
-from cllm.tokenizers.cli import main, register
+from cllm.cli import main
+from cllm.cli.tokenizer import register
 
 TEXT = "To be, or not to be, that is the question.\nWhether 'tis nobler in the mind to suffer.\n"
 

@@ -12,7 +12,7 @@ from cllm.checkpoint import load_checkpoint
 from cllm.config import Config, ModelConfig, TrainConfig
 from cllm.errors import CLLMError
 from cllm.model import GPT
-from cllm.sample import load_model
+from cllm.checkpoint import load_model
 from cllm.tokenizers.char import CharTokenizer
 from cllm.runtime import deterministic_cpu_kernels
 from cllm.train import lr_at, make_optimizer, train

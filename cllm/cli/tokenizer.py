@@ -1,6 +1,6 @@
 """``cllm tokenizer ...``: train, encode, decode and measure tokenizers from the command line.
 
-The main ``cllm`` CLI calls :func:`register`; ``python -m cllm.tokenizers.cli`` runs :func:`main`.
+``cllm.cli`` calls :func:`register`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 
 from ..data.sources import iter_documents, read_text
 from ..errors import CLLMError
-from . import TOKENIZERS, UNK_ID, load_tokenizer, save_tokenizer, tokenizer_class
+from ..tokenizers import TOKENIZERS, UNK_ID, load_tokenizer, save_tokenizer, tokenizer_class
 
 # One implementation of file finding and reading serves `cllm prepare` and these tools:
 # read_text(path) decodes one file (strict
@@ -151,14 +151,3 @@ def register(subparsers) -> argparse.ArgumentParser:
     s.add_argument("--data", required=True)
     s.set_defaults(func=cmd_stats)
     return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m cllm.tokenizers.cli``): the same as ``cllm tokenizer ...``."""
-    from ..cli import subcommand_main
-
-    return subcommand_main("tokenizer", argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

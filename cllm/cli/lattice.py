@@ -1,7 +1,6 @@
 """``cllm lattice lll|cvp|svp|bkz --input basis.json [--target ...]``: exact lattice tools, JSON out.
 
-The main ``cllm`` CLI calls ``register(subparsers)``; ``python -m cllm.lattice.cli lll --input B``
-works on its own through ``main``. Input files hold a JSON list of integer rows (``[[1, 2], [3, 4]]``,
+``cllm.cli`` calls ``register(subparsers)``. Input files hold a JSON list of integer rows (``[[1, 2], [3, 4]]``,
 or an object with a "basis" key) or whitespace-separated rows, one lattice vector per line;
 ``--input -`` reads standard input.
 """
@@ -142,14 +141,3 @@ def register(subparsers) -> argparse.ArgumentParser:
     b.add_argument("--block-size", type=int, default=10, help="BKZ block size (default 10)")
     p.set_defaults(func=run, target=None, block_size=10)
     return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m cllm.lattice.cli``): the same as ``cllm lattice ...``."""
-    from ..cli import subcommand_main
-
-    return subcommand_main("lattice", argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,7 @@
+"""``python -m cllm ...`` (and ``torchrun -m cllm ...``): the same as the ``cllm`` command."""
+
+import sys
+
+from cllm.cli import main
+
+sys.exit(main())

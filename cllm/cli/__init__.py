@@ -1,0 +1,42 @@
+"""The `cllm` command: one module per command, each with ``register(subparsers)``.
+
+Every user-facing failure is a CLLMError (or a bad flag), reported as one line on stderr with exit
+code 2; tracebacks are reserved for bugs. Only the entry points (this package's ``main``,
+``python -m cllm``) import it; nothing in the library below does.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from ..errors import CLLMError
+from .common import ArgumentParser
+
+# The order in `cllm --help`.
+COMMANDS = ("prepare", "train", "sample", "eval", "bench", "tokenizer", "lattice", "crystal")
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="cllm", description="Train GPT-style language models from raw text.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
+    sub.required = True
+    for name in COMMANDS:
+        importlib.import_module(f"{__name__}.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except CLLMError as e:
+        print(f"cllm: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cllm: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:  # disk full, permissions, ...: the user's environment, not a bug
+        print(f"cllm: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 2

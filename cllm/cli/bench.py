@@ -1,0 +1,69 @@
+"""``cllm bench``: training-step throughput, matmul peak and a per-phase profile (cllm.bench)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+
+def cmd_bench(args) -> int:
+    import torch
+
+    from .. import bench
+    from ..runtime import resolve_device
+    from ..config import config_from_args
+    from ..perf import peak_rss_mb
+
+    cfg = config_from_args(args)
+    if cfg.model.vocab_size == 0:
+        cfg.model.vocab_size = bench.bundled_vocab_size()
+    torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
+    preset = args.preset or "small"
+    summary: dict = {"preset": preset}
+    if args.peak:
+        peaks = bench.measure_peaks(resolve_device(cfg.train.device))
+        for name, flops in peaks.items():
+            print(f"matmul peak {name:>8}: {flops / 1e9:8.1f} GFLOP/s")
+        summary["peak_gflops"] = {k: round(v / 1e9, 1) for k, v in peaks.items()}
+    if args.profile:
+        phases = bench.profile_step(cfg)
+        total = sum(ms for _, ms in phases)
+        print(f"{preset}: one training step, eager, by phase (torch.profiler, mean of 5 steps)")
+        for name, ms in phases:
+            print(f"  {name:<16} {ms:9.2f} ms  {ms / total:6.1%}")
+        print(f"  {'total':<16} {total:9.2f} ms")
+        summary["profile_ms"] = {name: round(ms, 3) for name, ms in phases}
+    compare = list(dict.fromkeys((args.compare or []) + ([args.baseline] if args.baseline else [])))
+    if not (args.peak or args.profile) or compare:
+        results = bench.bench_variants(cfg, ["default", *compare], args.warmup, args.steps)
+        default = results[0]
+        for r in results:
+            print(f"{preset} {r.variant:>13} ({r.dtype}{', compiled' if r.compiled else ''}): "
+                  f"{r.tokens_per_sec:>10,.0f} tokens/s {r.step_ms:9.1f} ms/step  MFU {r.mfu:6.1%}")
+        summary.update(default.as_dict())
+        for r in results[1:]:
+            ratio = default.tokens_per_sec / r.tokens_per_sec
+            print(f"default / {r.variant} = {ratio:.2f}x")
+            summary.setdefault("ratio", round(ratio, 2))
+            summary.setdefault("compare", {})[r.variant] = {**r.as_dict(), "ratio": round(ratio, 2)}
+    summary.update(threads=torch.get_num_threads(), batch_size=cfg.train.batch_size,
+                   block_size=cfg.model.block_size, peak_rss_mb=round(peak_rss_mb(), 1))
+    if args.json:
+        print(json.dumps(summary))
+    return 0
+
+
+def register(sub) -> None:
+    from ..config import add_config_arguments
+
+    p = sub.add_parser("bench", help="time full training steps (median tokens/s, MFU), peak FLOP/s, profile")
+    p.add_argument("--compare", nargs="+", choices=["float32-eager", "per-sequence"],
+                   help="also time these variants, interleaved with the default path, and print ratios")
+    p.add_argument("--baseline", choices=["per-sequence"], help="same as --compare per-sequence")
+    p.add_argument("--peak", action="store_true", help="measure this machine's float32 and bfloat16 GEMM peak")
+    p.add_argument("--profile", action="store_true", help="per-phase time of one training step (torch.profiler)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--json", action="store_true", help="end with one JSON line")
+    add_config_arguments(p)
+    p.set_defaults(func=cmd_bench)
