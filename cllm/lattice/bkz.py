@@ -23,8 +23,8 @@ import flint
 import numpy as np
 
 from cllm.errors import CLLMError
-from cllm.lattice.enumeration import Prepared, enumerate_tree
 from cllm.lattice.reduction import LLLResult, as_delta, as_int_matrix, lll
+from cllm.lattice.tree import Prepared, enumerate_tree
 
 
 def _potential(P: Prepared) -> float:
