@@ -44,7 +44,7 @@ import numpy as np
 from ..config import DataConfig
 from ..errors import CLLMError
 from ..tokenizers import EOS_ID, Tokenizer, load_tokenizer, save_tokenizer, tokenizer_from_json, tokenizer_class
-from .shards import ShardWriter, open_shard, shard_name, token_dtype
+from .shards import ShardWriter, open_shard, token_dtype
 from .sources import ReadStats, Source, iter_chunks, resolve_sources
 
 META_VERSION = 2
@@ -312,13 +312,9 @@ def _split_single_document(tmp: Path, shards: list[tuple[str, int]], n_train: in
     pos = 0
     for name, n in shards:
         path = tmp / name
-        if pos + n <= n_train and train._f is None:  # whole shard is train: rename, no copy
-            train.shards.append((shard_name("train", len(train.shards)), n))
-            path.rename(tmp / train.shards[-1][0])
-        elif pos >= n_train and val._f is None:
-            val.shards.append((shard_name("val", len(val.shards)), n))
-            path.rename(tmp / val.shards[-1][0])
-        else:
+        # A shard wholly on one side of the cut is renamed into place; one the cut runs through is copied.
+        renamed = (pos + n <= n_train and train.adopt(path, n)) or (pos >= n_train and val.adopt(path, n))
+        if not renamed:
             ids = open_shard(path, dtype, n)
             cut = max(0, min(n, n_train - pos))
             for start in range(0, n, 1 << 24):  # copy in slices: bounded memory

@@ -100,6 +100,17 @@ class ShardWriter:
             if self._count == self.shard_tokens:
                 self._close_current()
 
+    def adopt(self, path: Path, n_tokens: int) -> bool:
+        """Take the finished shard file ``path`` (``n_tokens`` tokens) as this writer's next shard by
+        renaming it, no copy. Only possible between shards: False when one is half-written (the
+        caller then copies the tokens through ``write``)."""
+        if self._f is not None:
+            return False
+        name = shard_name(self.prefix, len(self.shards))
+        Path(path).rename(self.dir / name)
+        self.shards.append((name, n_tokens))
+        return True
+
     def close(self) -> list[tuple[str, int]]:
         if self._f is not None:
             self._close_current()
