@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from cllm.bench import StepRunner
+from cllm.training.bench import variant_trainer
 from cllm.config import Config, apply_dict, load_preset
 
 
@@ -27,7 +27,7 @@ def main() -> None:
     cfg.model.vocab_size = 84
     cfg.validate()
     torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)  # as `cllm train`
-    runners = {"deterministic": StepRunner(cfg, "default"), "default kernels": StepRunner(cfg, "default")}
+    runners = {"deterministic": variant_trainer(cfg, "default"), "default kernels": variant_trainer(cfg, "default")}
 
     def step(name: str) -> float:
         torch.use_deterministic_algorithms(name == "deterministic", warn_only=True)

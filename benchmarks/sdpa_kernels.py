@@ -2,7 +2,7 @@
 
     python benchmarks/sdpa_kernels.py
 
-Why cllm's model picks the math kernel for head sizes below 64 on CPU (cllm/model.py).
+Why cllm's model picks the math kernel for head sizes below 64 on CPU (cllm/kernels.py).
 """
 
 import torch

@@ -2,7 +2,9 @@
 
 Resolution order, later wins: dataclass defaults -> preset (TOML in cllm/presets/) -> --config file
 (TOML) -> command-line flags. Every field has a flag named after it (``--n-layer``, ``--lr``, ...);
-field names are unique across sections so a flag always means one thing.
+field names are unique across sections so a flag always means one thing. Each field's help text,
+allowed values and multi-value joiner are its metadata (``setting``): the flags, their --help and
+``validate`` are all generated from it, so nothing is written twice.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import tomllib
 from dataclasses import dataclass, field, fields
 from importlib import resources
@@ -18,75 +21,98 @@ from typing import Any
 
 from .errors import CLLMError
 
+# Positional encodings that are a fixed [n_positions, n_embd] table added to the token embeddings
+# (built in cllm.crystalline).
+FIXED_POSITION_TABLES = ("sinusoidal", "ulam", "clock", "prime")
+# Token-embedding initialisations besides the plain normal one (cllm.crystalline).
+TOKEN_EMBEDDING_INITS = ("crystalline",)
+# Handling of invalid UTF-8 in input text: stop | U+FFFD | drop the bad bytes (cllm.data.sources).
+UTF8_ERRORS = ("strict", "replace", "skip")
+
+
+def setting(default: Any, help: str, choices: tuple = (), multiple: str = ""):
+    """A config field with its --help text, its allowed values (checked by ``validate``), and, for a
+    string that may name several things, the separator its flag joins repeated values with."""
+    return field(default=default, metadata={"help": help, "choices": tuple(choices), "multiple": multiple})
+
 
 @dataclass
 class ModelConfig:
-    n_layer: int = 4  # transformer blocks
-    n_head: int = 4  # attention heads per block
-    n_embd: int = 128  # width of the residual stream
-    block_size: int = 64  # context length in tokens
-    vocab_size: int = 0  # 0: taken from the tokenizer when the data is prepared
-    dropout: float = 0.0  # dropout on embeddings, residual branches and attention weights
-    bias: bool = True  # biases in linear layers and LayerNorm
-    tie_embeddings: bool = True  # the LM head shares the token-embedding matrix
+    n_layer: int = setting(4, 'transformer blocks')
+    n_head: int = setting(4, 'attention heads per block')
+    n_embd: int = setting(128, 'width of the residual stream')
+    block_size: int = setting(64, 'context length in tokens')
+    vocab_size: int = setting(0, '0: taken from the tokenizer when the data is prepared')
+    dropout: float = setting(0.0, 'dropout on embeddings, residual branches and attention weights')
+    bias: bool = setting(True, 'biases in linear layers and LayerNorm')
+    tie_embeddings: bool = setting(True, 'the LM head shares the token-embedding matrix')
     # rope won the ablation (docs/ABLATION.md): -0.19 nats at equal tokens vs learned positions.
-    pos_encoding: str = "rope"  # rope | learned | none | a fixed table: sinusoidal | ulam | clock | prime
-    embedding_init: str = "normal"  # normal | crystalline
-    norm: str = "layernorm"  # layernorm | rmsnorm
-    qk_norm: bool = False  # RMS-normalise queries and keys per head
-    mlp: str = "gelu"  # gelu | relu2 | swiglu
-    zero_init_proj: bool = False  # start every block's output projections at zero
-    logit_softcap: float = 0.0  # > 0: logits = cap * tanh(logits / cap)
+    pos_encoding: str = setting("rope", "positions: rotary, a learned table, none, or a fixed table",
+                                choices=("rope", "learned", "none", *FIXED_POSITION_TABLES))
+    embedding_init: str = setting("normal", "token-embedding initialisation", choices=("normal", *TOKEN_EMBEDDING_INITS))
+    norm: str = setting("layernorm", "normalisation layers", choices=("layernorm", "rmsnorm"))
+    qk_norm: bool = setting(False, 'RMS-normalise queries and keys per head')
+    mlp: str = setting("gelu", "MLP non-linearity", choices=("gelu", "relu2", "swiglu"))
+    zero_init_proj: bool = setting(False, "start every block's output projections at zero")
+    logit_softcap: float = setting(0.0, '> 0: logits = cap * tanh(logits / cap)')
 
 
 @dataclass
 class DataConfig:
-    # Text files, directories (recursive) and .jsonl files, several separated by os.pathsep (":" on
-    # Linux/macOS); or a prepared dataset directory. "" means the bundled Shakespeare corpus.
-    data: str = ""  # files, folders, .jsonl (several joined by os.pathsep) or a prepared dataset; "" = bundled
-    tokenizer: str = "char"  # char | byte | word | bpe
-    tokenizer_vocab_size: int = 8192  # for tokenizers that learn a vocabulary of a chosen size
-    val_fraction: float = 0.1  # share of the corpus held out for validation
-    errors: str = "strict"  # invalid UTF-8: strict (stop with an error) | replace (U+FFFD) | skip (drop bytes)
-    text_field: str = "text"  # the field of each JSONL record that holds its text
-    skip_bad_lines: bool = False  # JSONL lines that are not JSON or lack the field: skip (counted) instead of stopping
-    include: str = ""  # comma-separated globs: in directories, read only matching files (path or name)
-    exclude: str = ""  # comma-separated globs: in directories, never read matching files
-    split_seed: int = 1337  # seeds the choice of val documents (corpora of several documents)
-    shard_tokens: int = 1 << 26  # tokens per shard file
-    tokenizer_sample_mb: int = 64  # word/bpe tokenizers train on an even sample of at most this many MB
-    workers: int = 0  # processes that tokenise in parallel; 0: all cores
+    data: str = setting("", "text files, folders (recursive), .jsonl files, or a prepared dataset directory; "
+                            "several as --data A B or joined by os.pathsep; none: the bundled corpus", multiple=os.pathsep)
+    tokenizer: str = setting("char", "tokenizer kind", choices=("char", "byte", "word", "bpe"))
+    tokenizer_vocab_size: int = setting(8192, 'for tokenizers that learn a vocabulary of a chosen size')
+    val_fraction: float = setting(0.1, 'share of the corpus held out for validation')
+    errors: str = setting("strict", "invalid UTF-8: stop with file and byte offset | replace with U+FFFD | "
+                                    "skip the bad bytes", choices=UTF8_ERRORS)
+    text_field: str = setting("text", 'the field of each JSONL record that holds its text')
+    skip_bad_lines: bool = setting(False, 'JSONL lines that are not JSON or lack the field: skip (counted) instead of stopping')
+    include: str = setting("", "globs: in directories, read only files whose relative path or name matches "
+                               "(repeatable, or comma-separated)", multiple=",")
+    exclude: str = setting("", "globs: in directories, skip files whose relative path or name matches "
+                               "(repeatable, or comma-separated)", multiple=",")
+    split_seed: int = setting(1337, 'seeds the choice of val documents (corpora of several documents)')
+    shard_tokens: int = setting(1 << 26, 'tokens per shard file')
+    tokenizer_sample_mb: int = setting(64, 'word/bpe tokenizers train on an even sample of at most this many MB')
+    workers: int = setting(0, 'processes that tokenise in parallel; 0: all cores')
 
 
 @dataclass
 class TrainConfig:
-    out: str = "runs/default"  # run directory: checkpoints, metrics.jsonl, loss.png, prepared data
-    batch_size: int = 12  # sequences per micro-batch
-    grad_accum: int = 1  # micro-batches per optimizer step
-    max_steps: int = 2000  # optimizer steps in the whole run
-    optimizer: str = "adamw"  # adamw | muon (Muon for block matrices, AdamW for the rest)
-    lr: float = 1e-3  # AdamW's peak learning rate
-    muon_lr: float = 0.02  # Muon's peak learning rate (with optimizer = muon)
-    min_lr: float = 1e-4  # learning rate at the end of the decay
-    schedule: str = "cosine"  # cosine | linear | constant | wsd (warmup-stable-decay)
-    warmup_steps: int = 100  # steps of linear learning-rate warm-up
-    decay_fraction: float = 0.2  # wsd: share of the run spent decaying to min_lr
-    weight_decay: float = 0.1  # AdamW decoupled weight decay (matrices only)
-    beta1: float = 0.9  # AdamW first-moment decay
-    beta2: float = 0.99  # AdamW second-moment decay
-    grad_clip: float = 1.0  # 0 disables clipping
-    eval_interval: int = 250  # steps between validation evaluations
-    eval_batches: int = 20  # 0: the whole validation split, every token scored once
-    log_interval: int = 10  # steps between metrics.jsonl lines
-    save_interval: int = 500  # steps between checkpoints (one is also written at the end and on Ctrl-C)
-    seed: int = 1337  # seeds python, numpy, torch and the batch sampler
-    device: str = "auto"  # auto | cpu | cuda
-    dtype: str = "auto"  # auto (bfloat16 where the hardware has it, else float32) | float32 | bfloat16
-    compile: bool = True  # torch.compile the model (falls back to eager when no compiler works)
-    activation_checkpointing: bool = False  # trade ~1/3 more compute for much less activation memory
-    threads: int = 0  # 0: all cores
-    sample_tokens: int = 200  # printed at the end of training; 0 to skip
-    progress: bool = True  # show the progress bar
+    out: str = setting("runs/default", 'run directory: checkpoints, metrics.jsonl, loss.png, prepared data')
+    batch_size: int = setting(12, 'sequences per micro-batch')
+    grad_accum: int = setting(1, 'micro-batches per optimizer step')
+    max_steps: int = setting(2000, 'optimizer steps in the whole run')
+    optimizer: str = setting("adamw", "muon: Muon for block matrices, AdamW for the rest", choices=("adamw", "muon"))
+    lr: float = setting(1e-3, "AdamW's peak learning rate")
+    muon_lr: float = setting(0.02, "Muon's peak learning rate (with optimizer = muon)")
+    min_lr: float = setting(1e-4, 'learning rate at the end of the decay')
+    schedule: str = setting("cosine", "learning-rate schedule (wsd: warmup-stable-decay)",
+                            choices=("cosine", "linear", "constant", "wsd"))
+    warmup_steps: int = setting(100, 'steps of linear learning-rate warm-up')
+    decay_fraction: float = setting(0.2, 'wsd: share of the run spent decaying to min_lr')
+    weight_decay: float = setting(0.1, 'AdamW decoupled weight decay (matrices only)')
+    beta1: float = setting(0.9, 'AdamW first-moment decay')
+    beta2: float = setting(0.99, 'AdamW second-moment decay')
+    grad_clip: float = setting(1.0, '0 disables clipping')
+    eval_interval: int = setting(250, 'steps between validation evaluations')
+    eval_batches: int = setting(20, '0: the whole validation split, every token scored once')
+    log_interval: int = setting(10, 'steps between metrics.jsonl lines')
+    save_interval: int = setting(500, 'steps between checkpoints (one is also written at the end and on Ctrl-C)')
+    seed: int = setting(1337, 'seeds python, numpy, torch and the batch sampler')
+    device: str = setting("auto", "auto: cuda when available", choices=("auto", "cpu", "cuda"))
+    dtype: str = setting("auto", "auto: bfloat16 where the hardware has it, else float32",
+                         choices=("auto", "float32", "bfloat16"))
+    compile: bool = setting(True, 'torch.compile the model (falls back to eager when no compiler works)')
+    activation_checkpointing: bool = setting(False, 'trade ~1/3 more compute for much less activation memory')
+    threads: int = setting(0, '0: all cores')
+    sample_tokens: int = setting(200, 'printed at the end of training; 0 to skip')
+    progress: bool = setting(True, "show the progress bar")
+    log: str = setting("jsonl", "where metrics go besides the progress bar: metrics.jsonl, or also TensorBoard "
+                                "event files in OUT/tensorboard (needs the tensorboard extra)", choices=("jsonl", "tensorboard"))
+    init_from: str = setting("", "start from these weights: a cllm run or checkpoint directory, or an exported "
+                                 "Hugging Face directory (cllm export)")
 
 
 @dataclass
@@ -142,26 +168,14 @@ class Config:
             raise CLLMError(f"beta1 and beta2 must be in [0, 1), got {t.beta1}, {t.beta2}")
         if not 0.0 < t.decay_fraction <= 1.0:
             raise CLLMError(f"decay_fraction must be in (0, 1], got {t.decay_fraction}")
-        from .crystalline import FIXED_POSITION_TABLES, TOKEN_EMBEDDING_INITS
-
         if m.pos_encoding == "rope" and (m.n_embd // m.n_head) % 2:
             raise CLLMError(f"rope needs an even head size; n_embd / n_head = {m.n_embd // m.n_head}")
         if m.logit_softcap < 0:
             raise CLLMError(f"logit_softcap must be >= 0 (0 = off), got {m.logit_softcap}")
-        choices = {
-            "pos_encoding": (m.pos_encoding, ("learned", "rope", "none", *FIXED_POSITION_TABLES)),
-            "embedding_init": (m.embedding_init, ("normal", *TOKEN_EMBEDDING_INITS)),
-            "norm": (m.norm, ("layernorm", "rmsnorm")),
-            "mlp": (m.mlp, ("gelu", "relu2", "swiglu")),
-            "schedule": (t.schedule, ("cosine", "linear", "constant", "wsd")),
-            "optimizer": (t.optimizer, ("adamw", "muon")),
-            "device": (t.device, ("auto", "cpu", "cuda")),
-            "dtype": (t.dtype, ("auto", "float32", "bfloat16")),
-            "errors": (d.errors, ("strict", "replace", "skip")),
-        }
-        for name, (value, allowed) in choices.items():
-            if value not in allowed:
-                raise CLLMError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        for name, (section, f) in FIELDS.items():
+            value, allowed = getattr(getattr(self, section), name), f.metadata["choices"]
+            if allowed and value not in allowed:
+                raise CLLMError(f"invalid choice {value!r} for {name}: {name} must be one of {', '.join(allowed)}")
         return self
 
 
@@ -227,37 +241,43 @@ def load_preset(name: str) -> dict:
     return tomllib.loads(text)
 
 
-def _field_comments() -> dict[str, str]:
-    """Each field's trailing comment in the dataclasses above, reused as its flag's --help text, so
-    the explanation is written in one place."""
-    import inspect
-    import re
-
-    comments = {}
-    for cls in (ModelConfig, DataConfig, TrainConfig):
-        for m in re.finditer(r"^\s+(\w+): [^=]+= [^#\n]*#\s*(.+)$", inspect.getsource(cls), re.M):
-            comments[m.group(1)] = m.group(2).replace("%", "%%")
-    return comments
-
-
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """--preset, --config and one flag per config field, all defaulting to None (= not given)."""
-    parser.add_argument("--preset", help=f"named preset: {', '.join(preset_names())} (default: small); "
-                        "it and --config override the built-in defaults shown below")
-    parser.add_argument("--config", metavar="TOML", help="TOML file with [model], [data], [train] tables")
-    comments = _field_comments()
-    for section in SECTIONS:
+def add_config_arguments(parser: argparse.ArgumentParser, sections: tuple[str, ...] = SECTIONS,
+                         presets: bool = True) -> None:
+    """One flag per field of ``sections`` (and --preset, --config), all defaulting to None (= not given)."""
+    if presets:
+        parser.add_argument("--preset", help=f"named preset: {', '.join(preset_names())} (default: small); "
+                            "it and --config override the built-in defaults shown below")
+        parser.add_argument("--config", metavar="TOML", help="TOML file with [model], [data], [train] tables")
+    for section in sections:
         group = parser.add_argument_group(f"{section} settings")
-        for name, (_, f) in FIELDS.items():
-            if FIELDS[name][0] != section:
+        for name, (field_section, f) in FIELDS.items():
+            if field_section != section:
                 continue
-            flag = "--" + name.replace("_", "-")
-            help_text = f"{comments.get(name, '')} [default: {f.default if f.default != '' else 'none'}]".strip()
+            flag, meta = "--" + name.replace("_", "-"), f.metadata
+            default = f.default if f.default != "" else "none"
+            choices = f" ({' | '.join(meta['choices'])})" if meta["choices"] else ""
+            help_text = f"{meta['help']}{choices} [default: {default}]".replace("%", "%%")
             if f.type in (bool, "bool"):
                 group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            elif meta["multiple"]:  # --data A B --data C: joined into one string when the config is built
+                group.add_argument(flag, dest=name, action="extend", nargs="+", default=None, metavar=name.upper(),
+                                   help=help_text)
             else:
                 typ = {"int": int, "float": float, "str": str}[f.type] if isinstance(f.type, str) else f.type
+                # allowed values are checked by validate(), with the same message for TOML and flags
                 group.add_argument(flag, dest=name, type=typ, default=None, metavar=name.upper(), help=help_text)
+
+
+def flag_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The config fields given on the command line, as ``{section: {field: value}}``."""
+    overrides: dict[str, dict[str, Any]] = {}
+    for name, (section, f) in FIELDS.items():
+        value = getattr(args, name, None)
+        if value is not None:
+            if f.metadata["multiple"] and isinstance(value, list):
+                value = f.metadata["multiple"].join(value)
+            overrides.setdefault(section, {})[name] = value
+    return overrides
 
 
 def config_from_args(args: argparse.Namespace, base: dict | None = None) -> Config:
@@ -269,8 +289,15 @@ def config_from_args(args: argparse.Namespace, base: dict | None = None) -> Conf
         apply_dict(cfg, load_preset(getattr(args, "preset", None) or "small"), "preset")
     if getattr(args, "config", None):
         apply_dict(cfg, read_toml(args.config), str(args.config))
-    for name, (section, _) in FIELDS.items():
-        value = getattr(args, name, None)
-        if value is not None:
-            setattr(getattr(cfg, section), name, value)
+    apply_dict(cfg, flag_overrides(args), "flags")
     return cfg.validate()
+
+
+def resolve_vocab_size(model: ModelConfig, tokenizer_vocab_size: int) -> ModelConfig:
+    """The model config with vocab_size taken from the tokenizer when it is 0 (a new copy: the
+    caller's config is never changed); a set vocab_size must hold every token id."""
+    if model.vocab_size == 0:
+        return dataclasses.replace(model, vocab_size=tokenizer_vocab_size)
+    if model.vocab_size < tokenizer_vocab_size:
+        raise CLLMError(f"vocab_size {model.vocab_size} is smaller than the tokenizer's {tokenizer_vocab_size}")
+    return model

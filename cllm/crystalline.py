@@ -37,10 +37,8 @@ import math
 
 import numpy as np
 
-# Positional encodings that are a fixed [n_positions, n_embd] table added to the token embeddings.
-FIXED_POSITION_TABLES = ("sinusoidal", "ulam", "clock", "prime")
-# Token-embedding initialisations besides the plain normal one.
-TOKEN_EMBEDDING_INITS: tuple[str, ...] = ("crystalline",)
+from .config import FIXED_POSITION_TABLES, TOKEN_EMBEDDING_INITS  # noqa: F401  (the names are config's; re-exported here)
+
 
 _BASE = 10000.0  # geometric frequency base shared by every sin/cos family here
 

@@ -10,8 +10,8 @@ from cllm.crystalline import (FIXED_POSITION_TABLES, TOKEN_EMBEDDING_INITS, crys
                               position_table, token_embedding_init)
 from cllm.model import GPT
 from cllm.checkpoint import load_model
-from cllm.sample import sample_text
-from cllm.train import train
+from cllm.inference import sample_text
+from cllm.training import train
 
 from conftest import tiny_config
 

@@ -11,7 +11,7 @@ from cllm.crystal_analyze import (cvp_queries, cosine_matrix, effective_rank, gc
                                   log_orthogonality_defect)
 from cllm.cli.crystal import register
 from cllm.errors import CLLMError
-from cllm.train import train
+from cllm.training import train
 
 from conftest import tiny_config
 

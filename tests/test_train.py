@@ -15,7 +15,7 @@ from cllm.model import GPT
 from cllm.checkpoint import load_model
 from cllm.tokenizers.char import CharTokenizer
 from cllm.runtime import deterministic_cpu_kernels
-from cllm.train import lr_at, make_optimizer, train
+from cllm.training import lr_at, make_optimizer, train
 
 from conftest import SHORT_TEXT, tiny_config
 
@@ -206,7 +206,7 @@ def test_gradient_accumulation_matches_a_bigger_batch(tmp_path, corpus_file):
 
 def test_full_split_evaluation_scores_every_token(tmp_path, corpus_file):
     from cllm.evaluate import score_ids
-    from cllm.train import evaluate
+    from cllm.training import validation_loss
 
     cfg = tiny_config(tmp_path / "run", data=str(corpus_file), max_steps=3, eval_batches=0)
     result = train(cfg, log=lambda *a: None)
@@ -223,7 +223,7 @@ def test_full_split_evaluation_scores_every_token(tmp_path, corpus_file):
         x, y = ids[s:s + block][None], ids[s + 1:s + block + 1]
         manual += torch.nn.functional.cross_entropy(model(x[:, :len(y)])[0][0], y, reduction="sum").item()
     assert math.isclose(total, manual, rel_tol=1e-5)
-    assert math.isclose(result.val_loss, evaluate(model, val, cfg, torch.device("cpu"), 0, "float32"), rel_tol=1e-5)
+    assert math.isclose(result.val_loss, validation_loss(model, val, cfg, torch.device("cpu"), 0, "float32"), rel_tol=1e-5)
 
 
 def test_muon_trains_and_resumes_exactly(tmp_path, corpus_file):
@@ -236,7 +236,7 @@ def test_muon_trains_and_resumes_exactly(tmp_path, corpus_file):
 
 
 def test_newton_schulz_orthogonalises():
-    from cllm.optim import newton_schulz
+    from cllm.training.optim import newton_schulz
 
     g = torch.randn(32, 64)
     x = newton_schulz(g, steps=10)

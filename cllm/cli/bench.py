@@ -1,7 +1,8 @@
-"""``cllm bench``: training-step throughput, matmul peak and a per-phase profile (cllm.bench)."""
+"""``cllm bench``: training-step throughput, matmul peak and a per-phase profile (cllm.training.bench)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -9,14 +10,14 @@ import os
 def cmd_bench(args) -> int:
     import torch
 
-    from .. import bench
-    from ..runtime import resolve_device
-    from ..config import config_from_args
+    from ..config import config_from_args, resolve_vocab_size
     from ..perf import peak_rss_mb
+    from ..runtime import resolve_device
+    from ..training import bench
 
     cfg = config_from_args(args)
-    if cfg.model.vocab_size == 0:
-        cfg.model.vocab_size = bench.bundled_vocab_size()
+    if cfg.model.vocab_size == 0:  # what `cllm train` with defaults gets: the bundled corpus's characters
+        cfg = dataclasses.replace(cfg, model=resolve_vocab_size(cfg.model, bench.bundled_vocab_size()))
     torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
     preset = args.preset or "small"
     summary: dict = {"preset": preset}

@@ -1,4 +1,4 @@
-"""``cllm train``: train a model per the resolved config (cllm.train), then print a sample."""
+"""``cllm train``: train a model per the resolved config (cllm.training), then print a sample."""
 
 from __future__ import annotations
 
@@ -9,27 +9,30 @@ from .common import can_encode
 
 def cmd_train(args) -> int:
     from ..config import config_from_args
-    from ..sample import sample_text
-    from ..train import train
+    from ..training import load_run_checkpoint, train
 
-    base = None
-    if args.resume:  # the checkpoint's config is the base that flags may change
-        from ..train import load_run_checkpoint
-
-        base = load_run_checkpoint(Path(args.out or "runs/default"), verify=False).config
-    cfg = config_from_args(args, base=base)
-    result = train(cfg, resume=args.resume, overwrite=args.overwrite)
+    checkpoint = None
+    if args.resume:  # read (and verified) once: its config is the base that flags may change
+        checkpoint = load_run_checkpoint(Path(args.out or "runs/default"))
+    cfg = config_from_args(args, base=checkpoint.config if checkpoint else None)
+    result = train(cfg, resume=checkpoint or False, overwrite=args.overwrite)
     if result.interrupted:
         return 130
     print(f"done: {result.step} steps in {result.elapsed:.1f}s, final val loss {result.val_loss:.4f}, "
           f"best {result.best_val_loss:.4f}; checkpoint in {result.out}")
     if cfg.train.sample_tokens:
-        from ..checkpoint import load_model
-
-        model, tokenizer, _ = load_model(str(result.out))
-        prompt = "\n" if can_encode(tokenizer, "\n") else ""
-        print("sample:\n" + sample_text(model, tokenizer, prompt, cfg.train.sample_tokens, 0.8, 40, 1.0, cfg.train.seed))
+        print_sample(result.out, cfg.train.sample_tokens, cfg.train.seed)
     return 0
+
+
+def print_sample(run: Path, tokens: int, seed: int) -> None:
+    """A short sample from the run's latest checkpoint, starting from a newline where the tokenizer has one."""
+    from ..checkpoint import load_model
+    from ..inference import sample_text
+
+    model, tokenizer, _ = load_model(run)
+    prompt = "\n" if can_encode(tokenizer, "\n") else ""
+    print("sample:\n" + sample_text(model, tokenizer, prompt, tokens, 0.8, 40, 1.0, seed))
 
 
 def register(sub) -> None:

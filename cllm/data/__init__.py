@@ -17,14 +17,14 @@ from __future__ import annotations
 from .pipeline import META_VERSION, PreparedData, load_prepared, prepare, train_tokenizer
 from .shards import open_shard, read_header, token_dtype
 from .sources import (
-    BUNDLED_CORPUS, ERRORS, bundled_corpus_path, decode_utf8, find_text_files, iter_chunks, iter_documents,
+    BUNDLED_CORPUS, bundled_corpus_path, decode_utf8, find_text_files, iter_chunks, iter_documents,
     read_text, resolve_sources, split_paths,
 )
 
 __all__ = [
     "Batches", "PreparedData", "prepare", "load_prepared", "train_tokenizer", "read_text", "find_text_files",
     "iter_documents", "iter_chunks", "resolve_sources", "split_paths", "bundled_corpus_path", "decode_utf8",
-    "open_shard", "read_header", "token_dtype", "BUNDLED_CORPUS", "ERRORS", "META_VERSION",
+    "open_shard", "read_header", "token_dtype", "BUNDLED_CORPUS", "META_VERSION",
 ]
 
 

@@ -27,7 +27,6 @@ from ..errors import CLLMError
 BUNDLED_CORPUS = "bundled:shakespeare"
 BLOCK_BYTES = 1 << 20  # bytes read at a time from a text file (and the most text per chunk)
 _SNIFF_BYTES = 8192
-ERRORS = ("strict", "replace", "skip")  # invalid UTF-8: stop | U+FFFD | drop the bad bytes
 
 
 def bundled_corpus_path() -> Path:

@@ -1,4 +1,9 @@
-"""Muon: momentum SGD whose update for each weight matrix is orthogonalised by Newton–Schulz.
+"""The optimizers and the learning-rate schedule.
+
+``make_optimizer``: AdamW (decay on matrices only), or Muon for the blocks' matrices with AdamW for
+the rest; ``lr_at``: the schedule (warm-up, then cosine, linear, constant or warmup-stable-decay).
+
+Muon: momentum SGD whose update for each weight matrix is orthogonalised by Newton–Schulz.
 
 For the 2-D weight matrices inside the transformer blocks, Muon replaces AdamW's per-coordinate
 step with the nearest semi-orthogonal matrix to the momentum (all singular values pushed to ~1),
@@ -8,7 +13,11 @@ AdamW. Reference: Keller Jordan et al., "Muon: An optimizer for hidden layers" (
 
 from __future__ import annotations
 
+import math
+
 import torch
+
+from ..config import TrainConfig
 
 
 def newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7, dtype=torch.bfloat16) -> torch.Tensor:
@@ -95,3 +104,51 @@ class OptimizerSet:
             raise ValueError("optimizer state holds a different set of optimizers")
         for opt, s in zip(self.optimizers, state["optimizers"]):
             opt.load_state_dict(s)
+
+
+def lr_at(step: int, t: TrainConfig) -> float:
+    """Learning rate for optimizer step ``step`` (0-based) of ``t.max_steps``."""
+    if step < t.warmup_steps:
+        return t.lr * (step + 1) / (t.warmup_steps + 1)
+    if t.schedule == "constant":
+        return t.lr
+    if t.schedule == "wsd":
+        decay_start = t.max_steps - int(t.decay_fraction * t.max_steps)
+        if step < decay_start:
+            return t.lr
+        frac = (step - decay_start) / max(1, t.max_steps - decay_start)
+        return t.lr - (t.lr - t.min_lr) * min(1.0, frac)
+    frac = min(1.0, (step - t.warmup_steps) / max(1, t.max_steps - t.warmup_steps))
+    if t.schedule == "linear":
+        return t.lr - (t.lr - t.min_lr) * frac
+    return t.min_lr + 0.5 * (t.lr - t.min_lr) * (1.0 + math.cos(math.pi * frac))  # cosine
+
+
+def make_optimizer(model: torch.nn.Module, t: TrainConfig, fused: bool = True):
+    """AdamW with bias correction, weight decay only on matrices (>= 2-D), never on biases or norm gains;
+    with ``t.optimizer == "muon"``, the blocks' weight matrices go to Muon instead (cllm/optim.py).
+
+    ``fused`` uses AdamW's single-kernel implementation (same arithmetic, one pass over memory),
+    falling back to ``foreach`` where the build has none. Every param group carries its peak
+    learning rate as ``base_lr``; the schedule scales it.
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    to_muon = [p for n, p in named if t.optimizer == "muon" and p.dim() == 2 and n.startswith("blocks.")]
+    muon_ids = {id(p) for p in to_muon}
+    rest = [p for _, p in named if id(p) not in muon_ids]
+    groups = [
+        {"params": [p for p in rest if p.dim() >= 2], "weight_decay": t.weight_decay, "base_lr": t.lr},
+        {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0, "base_lr": t.lr},
+    ]
+    kwargs = dict(lr=t.lr, betas=(t.beta1, t.beta2))
+    adamw = None
+    if fused:
+        try:
+            adamw = torch.optim.AdamW(groups, fused=True, **kwargs)
+        except (RuntimeError, TypeError):
+            pass
+    adamw = adamw or torch.optim.AdamW(groups, foreach=True, **kwargs)
+    if not to_muon:
+        return adamw
+    muon = Muon([{"params": to_muon, "base_lr": t.muon_lr}], lr=t.muon_lr)
+    return OptimizerSet(adamw, muon)

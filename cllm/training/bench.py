@@ -1,5 +1,7 @@
 """Training-step throughput: the full step (forward, backward, clip, AdamW) timed after warm-up.
 
+Every variant is a ``Trainer`` and is timed through ``Trainer.step``: the step `cllm train` runs.
+
 Variants are compared in one process with their steps interleaved (A, B, A, B, ...), and each
 reports the median step time, so a shared, noisy machine slows them alike and the ratio holds.
 
@@ -13,20 +15,19 @@ Variants:
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import statistics
 import time
 from dataclasses import dataclass
 
 import torch
 
-from .config import Config
-from .data import bundled_corpus_path, read_text
-from .model import GPT
-from .perf import flops_per_token, matmul_peak
-from .tokenizers import tokenizer_class
-from .runtime import autocast, compile_model, deterministic_cpu_kernels, resolve_device, resolve_dtype
-from .train import make_optimizer
+from ..config import Config
+from ..data import bundled_corpus_path, read_text
+from ..perf import flops_per_token, matmul_peak
+from ..runtime import deterministic_cpu_kernels, resolve_device, resolve_dtype
+from ..tokenizers import tokenizer_class
+from .trainer import Trainer
 
 VARIANTS = ("default", "float32-eager", "per-sequence")
 
@@ -51,63 +52,75 @@ def bundled_vocab_size() -> int:
     return tokenizer_class("char").train([read_text(bundled_corpus_path())]).vocab_size
 
 
-class StepRunner:
-    """One variant's model, optimizer and fixed random batch; ``step()`` runs one full training step."""
+class FixedBatches:
+    """A batch source that hands out the same ``[B, T]`` random batch every time (in ``rows``-sized
+    slices, for the per-sequence variant), with the state methods ``Trainer`` expects."""
 
-    def __init__(self, cfg: Config, variant: str, seed: int = 0):
-        if variant not in VARIANTS:
-            raise ValueError(f"unknown variant {variant!r}")
-        self.cfg, self.variant = cfg, variant
-        self.device = resolve_device(cfg.train.device)
-        self.dtype = "float32" if variant == "float32-eager" else resolve_dtype(cfg.train.dtype, self.device)
-        torch.manual_seed(seed)
-        self.model = GPT(cfg.model).to(self.device).train()
-        if variant == "float32-eager":
-            self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr)
-        else:
-            self.optimizer = make_optimizer(self.model, cfg.train)
-        self.forward = compile_model(self.model, cfg.train.compile and variant == "default", lambda *a: None)
+    def __init__(self, cfg: Config, device: torch.device, rows: int | None = None, seed: int = 0):
+        generator = torch.Generator().manual_seed(seed)
         B, T, V = cfg.train.batch_size, cfg.model.block_size, cfg.model.vocab_size
-        self.x = torch.randint(0, V, (B, T), device=self.device)
-        self.y = torch.randint(0, V, (B, T), device=self.device)
-        self.tokens_per_step = B * T * cfg.train.grad_accum
-        self.flops_per_token = flops_per_token(cfg.model, self.model.num_params())
+        self.x, self.y = (torch.randint(0, V, (B, T), generator=generator).to(device) for _ in range(2))
+        self.rows, self.next = rows or B, 0
 
-    def step(self) -> None:
-        accum, B = self.cfg.train.grad_accum, self.cfg.train.batch_size
-        rows = [slice(b, b + 1) for b in range(B)] if self.variant == "per-sequence" else [slice(None)]
-        for _ in range(accum):
-            for r in rows:
-                with autocast(self.device, self.dtype):
-                    _, loss = self.forward(self.x[r], self.y[r])
-                (loss / (accum * len(rows))).backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip or float("inf"))
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
+    def get(self) -> tuple[torch.Tensor, torch.Tensor]:
+        r = slice(self.next, self.next + self.rows)
+        self.next = (self.next + self.rows) % self.x.size(0)
+        return self.x[r], self.y[r]
+
+    def state(self) -> int:
+        return self.next
+
+    def set_state(self, state: int) -> None:
+        self.next = state
+
+
+def variant_trainer(cfg: Config, variant: str, seed: int = 0) -> Trainer:
+    """A ``Trainer`` for one variant on a fixed random batch; its ``step()`` is `cllm train`'s step.
+
+    float32-eager turns off autocast, compile and the fused AdamW kernel; per-sequence runs each
+    sequence of the batch as its own micro-batch (eager, the run's dtype), the same tokens per step.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}")
+    device = resolve_device(cfg.train.device)
+    B, accum = cfg.train.batch_size, cfg.train.grad_accum
+    train_cfg = cfg.train
+    if variant == "float32-eager":
+        train_cfg = dataclasses.replace(cfg.train, dtype="float32", compile=False)
+    elif variant == "per-sequence":
+        train_cfg = dataclasses.replace(cfg.train, compile=False, batch_size=1, grad_accum=B * accum)
+    variant_cfg = dataclasses.replace(cfg, train=train_cfg)
+    torch.manual_seed(seed)
+    batches = FixedBatches(cfg, device, rows=1 if variant == "per-sequence" else None, seed=seed)
+    trainer = Trainer(variant_cfg, batches, device, resolve_dtype(train_cfg.dtype, device),
+                      fused_optimizer=variant != "float32-eager", log=lambda *a: None)
+    trainer.variant = variant
+    return trainer
 
 
 def bench_variants(cfg: Config, variants: list[str], warmup: int = 3, steps: int = 10) -> list[BenchResult]:
     """Median tokens/s of each variant, steps interleaved across variants."""
-    runners = [StepRunner(cfg, v) for v in variants]
-    times: list[list[float]] = [[] for _ in runners]
-    with deterministic_cpu_kernels(runners[0].device):  # as `cllm train` runs
-        for runner in runners:
+    trainers = [variant_trainer(cfg, v) for v in variants]
+    times: list[list[float]] = [[] for _ in trainers]
+    sync = torch.cuda.synchronize if trainers[0].device.type == "cuda" else (lambda: None)
+    with deterministic_cpu_kernels(trainers[0].device):  # as `cllm train` runs
+        for trainer in trainers:
             for _ in range(warmup):
-                runner.step()
+                trainer.step()
         for _ in range(steps):
-            for runner, ts in zip(runners, times):
+            for trainer, ts in zip(trainers, times):
                 start = time.perf_counter()
-                runner.step()
+                trainer.step()
+                sync()
                 ts.append(time.perf_counter() - start)
     results = []
-    for runner, ts in zip(runners, times):
+    for trainer, ts in zip(trainers, times):
         median = statistics.median(ts)
-        tok_s = runner.tokens_per_step / median
-        peak = matmul_peak(torch.bfloat16 if runner.dtype == "bfloat16" else torch.float32, runner.device)
-        results.append(BenchResult(runner.variant, runner.dtype, runner.forward is not runner.model, tok_s,
-                                   median * 1000, tok_s * runner.flops_per_token / peak))
+        tok_s = trainer.tokens_per_step / median
+        peak = matmul_peak(torch.bfloat16 if trainer.dtype == "bfloat16" else torch.float32, trainer.device)
+        flops = flops_per_token(cfg.model, trainer.model.num_params())
+        results.append(BenchResult(trainer.variant, trainer.dtype, trainer.compiled, tok_s, median * 1000,
+                                   tok_s * flops / peak))
     return results
 
 
@@ -135,14 +148,13 @@ def profile_step(cfg: Config, steps: int = 5) -> list[tuple[str, float]]:
     """
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    from .data import Batches
+    from ..data import Batches
     import numpy as np
 
-    cfg = copy.deepcopy(cfg)
-    cfg.train.compile = False
-    runner = StepRunner(cfg, "default")
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, compile=False))
+    trainer = variant_trainer(cfg, "default")
     tokens = np.random.default_rng(0).integers(0, cfg.model.vocab_size, 200_000).astype(np.uint16)
-    batches = Batches(tokens, cfg.train.batch_size, cfg.model.block_size, 0, runner.device)
+    batches = Batches(tokens, cfg.train.batch_size, cfg.model.block_size, 0, trainer.device)
     open_labels: dict[int, record_function] = {}
 
     def enter(label):
@@ -155,7 +167,7 @@ def profile_step(cfg: Config, steps: int = 5) -> list[tuple[str, float]]:
     def leave(module, args, output):
         open_labels.pop(id(module)).__exit__(None, None, None)
 
-    for name, module in runner.model.named_modules():
+    for name, module in trainer.model.named_modules():
         for label, attrs in PHASES.items():
             if name.split(".")[-1] in attrs:
                 module.register_forward_pre_hook(enter(label))
@@ -164,15 +176,12 @@ def profile_step(cfg: Config, steps: int = 5) -> list[tuple[str, float]]:
     def step():
         with record_function("data"):
             x, y = batches.get()
-        with autocast(runner.device, runner.dtype):
-            with record_function("loss"):
-                _, loss = runner.model(x, y)
+        with record_function("loss"):
+            loss = trainer.loss(x, y)
         with record_function("backward"):
             loss.backward()
         with record_function("optimizer"):
-            torch.nn.utils.clip_grad_norm_(runner.model.parameters(), cfg.train.grad_clip or float("inf"))
-            runner.optimizer.step()
-            runner.optimizer.zero_grad(set_to_none=True)
+            trainer.update()
 
     for _ in range(3):
         step()

@@ -1,0 +1,163 @@
+"""The training step: one object owns the model, its optimizer and its batch source.
+
+One step = ``grad_accum`` micro-batches of ``[batch_size, block_size]`` tokens, each forward and
+backward in one batched call, then global-norm clipping and one update (AdamW, or Muon for the
+blocks' matrices with AdamW for the rest). ``cllm train`` runs ``Trainer.step`` in its loop and
+``cllm bench`` times the very same method. Every source of randomness (python, numpy, torch, the
+batch sampler) is in ``state_dict``, so a run resumed from it repeats the uninterrupted run's
+losses exactly (on CPU, eager or compiled, float32 or bf16).
+"""
+
+from __future__ import annotations
+
+import base64
+import random
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..checkpoint import Checkpoint, save_checkpoint
+from ..config import Config
+from ..data import Batches
+from ..errors import CLLMError
+from ..evaluate import score_ids
+from ..model import GPT
+from ..runtime import apply_activation_checkpointing, autocast, compile_model
+from .optim import lr_at, make_optimizer
+
+
+class Trainer:
+    """``batches`` yields ``(x, y)`` int64 ``[B, T]`` pairs from ``get()`` and has ``state()`` /
+    ``set_state()``. The model is built from ``cfg.model`` with torch's current seed, placed on
+    ``device``, and compiled when ``cfg.train.compile`` (eager fallback if compiling fails).
+    ``fused_optimizer=False`` gives AdamW's plain ``foreach`` path (the float32-eager reference).
+    """
+
+    def __init__(self, cfg: Config, batches, device: torch.device, dtype: str, fused_optimizer: bool = True,
+                 log=print):
+        self.cfg, self.batches, self.device, self.dtype, self.log = cfg, batches, device, dtype, log
+        self.model = GPT(cfg.model).to(device).train()
+        if cfg.train.activation_checkpointing:
+            apply_activation_checkpointing(self.model)
+        if device.type == "cuda":
+            torch.set_float32_matmul_precision("high")  # TF32 for any float32 matmul left outside autocast
+        self.forward = compile_model(self.model, cfg.train.compile, log)
+        self.optimizer = make_optimizer(self.model, cfg.train, fused=fused_optimizer)
+        self.step_count = 0  # optimizer steps taken, resumed runs included
+        self.tokens_seen = 0
+        self.tokens_per_step = cfg.train.batch_size * cfg.train.grad_accum * cfg.model.block_size
+
+    @property
+    def compiled(self) -> bool:
+        return self.forward is not self.model
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of one micro-batch, x, y: [B, T], under the run's autocast."""
+        with autocast(self.device, self.dtype):
+            return self.forward(x, y)[1]
+
+    def micro_steps(self) -> float:
+        """Forward and backward over grad_accum micro-batches (gradients summed); the mean loss."""
+        accum, loss_sum = self.cfg.train.grad_accum, 0.0
+        for _ in range(accum):
+            loss = self.loss(*self.batches.get())
+            (loss / accum).backward()
+            loss_sum += loss.item()
+        return loss_sum / accum
+
+    def update(self) -> None:
+        """Clip the global gradient norm, take one optimizer step, clear the gradients."""
+        if self.cfg.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def step(self) -> float:
+        """One full training step at the schedule's learning rate; returns the mean training loss."""
+        t = self.cfg.train
+        self.lr = lr_at(self.step_count, t)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * self.lr / t.lr
+        if not self.compiled:
+            loss = self.micro_steps()
+        else:  # the first compiled call compiles; if no working compiler turns up, go on eagerly
+            batch_state = self.batches.state()
+            try:
+                loss = self.micro_steps()
+            except Exception as e:  # torch._dynamo wraps compiler failures in many types
+                # always shown (above any progress bar), even when the caller silences ``log``
+                tqdm.write(f"note: torch.compile failed ({type(e).__name__}); continuing eagerly")
+                self.forward = self.model
+                self.optimizer.zero_grad(set_to_none=True)
+                self.batches.set_state(batch_state)
+                loss = self.micro_steps()
+        self.update()
+        self.step_count += 1
+        self.tokens_seen += self.tokens_per_step
+        return loss
+
+    def val_loss(self, val_tokens, seed: int) -> float:
+        return validation_loss(self.model, val_tokens, self.cfg, self.device, seed, self.dtype)
+
+    def state_dict(self) -> dict:
+        """JSON-serialisable: step, tokens seen, and every RNG with the batch sampler's state."""
+        return {"step": self.step_count, "tokens_seen": self.tokens_seen, "rng": _rng_state(self.batches)}
+
+    def load_state_dict(self, state: dict, optimizer_state: dict) -> None:
+        """Restore what ``state_dict`` returned and the optimizer's state (weights are loaded apart)."""
+        try:
+            self.optimizer.load_state_dict(optimizer_state)
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise CLLMError(f"optimizer state does not match the model: {e}") from None
+        _set_rng_state(state["rng"], self.batches)
+        self.step_count, self.tokens_seen = state["step"], state["tokens_seen"]
+
+    def load_weights(self, checkpoint: Checkpoint) -> None:
+        checkpoint.load_weights(self.model)
+
+    def save(self, target, tokenizer, extra_state: dict, with_optimizer: bool = True):
+        """Write a checkpoint (atomically): weights, optionally optimizer state, and this trainer's
+        state merged with ``extra_state`` (config, data fingerprint, ...)."""
+        state = {**extra_state, **self.state_dict()}
+        return save_checkpoint(target, self.model, tokenizer, state, self.optimizer if with_optimizer else None)
+
+
+@torch.no_grad()
+def validation_loss(model: GPT, tokens, cfg: Config, device: torch.device, seed: int, dtype: str) -> float:
+    """Mean validation loss: over ``eval_batches`` batches drawn by a fresh generator (the same batches
+    every call), or with eval_batches = 0 over every token of the split (``evaluate.score_ids``).
+
+    ``tokens``: the val split, one array or a list of shards (as ``Batches`` takes)."""
+    if cfg.train.eval_batches == 0:
+        shards = tokens if isinstance(tokens, (list, tuple)) else [tokens]
+        scored = [score_ids(model, shard, autocast=lambda: autocast(device, dtype)) for shard in shards]
+        return sum(total for total, _ in scored) / max(1, sum(n for _, n in scored))
+    was_training = model.training
+    model.eval()
+    batches = Batches(tokens, cfg.train.batch_size, cfg.model.block_size, seed, device)
+    losses = []
+    for _ in range(cfg.train.eval_batches):
+        x, y = batches.get()
+        with autocast(device, dtype):
+            losses.append(model(x, y)[1].item())
+    model.train(was_training)
+    return float(np.mean(losses))
+
+
+def _rng_state(batches) -> dict:
+    return {
+        "python": random.getstate(),
+        "numpy": [v.tolist() if isinstance(v, np.ndarray) else v for v in np.random.get_state()],
+        "torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode(),
+        "batches": batches.state(),
+    }
+
+
+def _set_rng_state(state: dict, batches) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(torch.from_numpy(np.frombuffer(base64.b64decode(state["torch"]), dtype=np.uint8).copy()))
+    batches.set_state(state["batches"])
