@@ -139,22 +139,10 @@ PHASES = {  # profiler label -> the modules (by attribute name) whose forward it
 }
 
 
-def profile_step(cfg: Config, steps: int = 5) -> list[tuple[str, float]]:
-    """Per-phase milliseconds of one eager training step of the default dtype, from torch.profiler.
+def label_forward_phases(model: torch.nn.Module) -> None:
+    """Hooks that open a profiler label (``PHASES``) when a module's forward starts and close it at its end."""
+    from torch.profiler import record_function
 
-    Forward phases are labelled by hooks on the model's modules (so the step runs eagerly: a
-    compiled graph fuses across these boundaries); backward, optimizer and data are labelled around
-    their calls. Returns (phase, mean ms per step), plus "other" for what no label covers.
-    """
-    from torch.profiler import ProfilerActivity, profile, record_function
-
-    from ..data import Batches
-    import numpy as np
-
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, compile=False))
-    trainer = variant_trainer(cfg, "default")
-    tokens = np.random.default_rng(0).integers(0, cfg.model.vocab_size, 200_000).astype(np.uint16)
-    batches = Batches(tokens, cfg.train.batch_size, cfg.model.block_size, 0, trainer.device)
     open_labels: dict[int, record_function] = {}
 
     def enter(label):
@@ -167,11 +155,31 @@ def profile_step(cfg: Config, steps: int = 5) -> list[tuple[str, float]]:
     def leave(module, args, output):
         open_labels.pop(id(module)).__exit__(None, None, None)
 
-    for name, module in trainer.model.named_modules():
+    for name, module in model.named_modules():
         for label, attrs in PHASES.items():
             if name.split(".")[-1] in attrs:
                 module.register_forward_pre_hook(enter(label))
                 module.register_forward_hook(leave)
+
+
+def profile_step(cfg: Config, steps: int = 5) -> list[tuple[str, float]]:
+    """Per-phase milliseconds of one eager training step of the default dtype, from torch.profiler.
+
+    Forward phases are labelled by hooks on the model's modules (so the step runs eagerly: a
+    compiled graph fuses across these boundaries); backward, optimizer and data are labelled around
+    their calls. Returns (phase, mean ms per step), plus "other" for what no label covers.
+    """
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    import numpy as np
+
+    from ..data import Batches
+
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, compile=False))
+    trainer = variant_trainer(cfg, "default")
+    tokens = np.random.default_rng(0).integers(0, cfg.model.vocab_size, 200_000).astype(np.uint16)
+    batches = Batches(tokens, cfg.train.batch_size, cfg.model.block_size, 0, trainer.device)
+    label_forward_phases(trainer.model)
 
     def step():
         with record_function("data"):
