@@ -216,6 +216,14 @@ def train_tokenizer(cfg: DataConfig, sources: list[Source]) -> tuple[Tokenizer, 
     return tok, {"trained_on_chars": seen[0], "corpus_bytes": total, "sample": sample}, docs
 
 
+def count_documents(cfg: DataConfig, sources: list[Source]) -> tuple[dict, list[int]]:
+    """For a given tokenizer, nothing is trained: one reading pass counts each source's documents."""
+    total, docs = sum(s.size for s in sources), []
+    for _ in _training_texts(cfg, sources, total, True, docs):
+        pass
+    return {"trained_on_chars": 0, "corpus_bytes": total, "sample": "given"}, docs
+
+
 def _release_free_memory() -> None:
     """Return freed heap pages to the OS (glibc ``malloc_trim``); a no-op elsewhere."""
     try:
@@ -329,22 +337,29 @@ def _split_single_document(tmp: Path, shards: list[tuple[str, int]], n_train: in
     return {"train": train.close(), "val": val.close()}
 
 
-def prepare(cfg: DataConfig, out_dir: str | Path, min_tokens: int = 2, progress: bool = False) -> PreparedData:
+def prepare(cfg: DataConfig, out_dir: str | Path, min_tokens: int = 2, progress: bool = False,
+            tokenizer: Tokenizer | None = None) -> PreparedData:
     """Tokenise ``cfg.data`` into ``out_dir``, or reuse what is there when inputs and settings match.
 
     ``min_tokens``: each split must hold at least this many tokens (block_size + 1 for training).
-    ``progress``: show a progress bar (MB/s of input) on stderr.
+    ``progress``: show a progress bar (MB/s of input) on stderr. ``tokenizer``: encode with this one
+    (a pretrained model's) instead of training one per ``cfg.tokenizer``.
     """
     out_dir = Path(out_dir)
     sources = resolve_sources(cfg.data, cfg.include, cfg.exclude)
     settings = _settings(cfg)
+    if tokenizer is not None:
+        settings["given_tokenizer"] = tokenizer.fingerprint()
     key = _cache_key(settings, sources)
     cached = _cached(out_dir, settings, sources, key, min_tokens)
     if cached is not None:
         return cached
 
     started = time.perf_counter()
-    tokenizer, training, doc_counts = train_tokenizer(cfg, sources)
+    if tokenizer is None:
+        tokenizer, training, doc_counts = train_tokenizer(cfg, sources)
+    else:
+        training, doc_counts = count_documents(cfg, sources)
     training["seconds"] = round(time.perf_counter() - started, 2)
     _release_free_memory()  # before forking workers: they should not inherit the training's freed heap
     dtype = token_dtype(tokenizer.vocab_size)
