@@ -346,7 +346,7 @@ def from_hf(config: dict, tensors: dict[str, torch.Tensor], where: str = "model"
         raise CLLMError(f"{where}: {kind} config or weights lack {e}") from None
     eps = cfg.pop("layer_norm_eps", LN_EPS)
     _need(math.isclose(eps, LN_EPS, rel_tol=1e-6), f"{where}: layer norm epsilon {eps:g}: cllm's LayerNorm uses {LN_EPS:g}")
-    tie = bool(config.get("tie_word_embeddings", kind != "gpt_neox"))
+    tie = bool(config.get("tie_word_embeddings", kind == "gpt2"))  # transformers' defaults
     if tie:
         sd["lm_head.weight"] = sd["wte.weight"]
     # bias = false only if every bias is zero (then dropping them changes nothing); with
