@@ -97,3 +97,15 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_
         return dropout(weights, dropout_p, dropout_p > 0) @ v
     with sdpa_kernel(attention_backends(q)):
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+
+
+def cached_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Attention of the newest Tq positions over all Tk cached ones (generation; no dropout).
+
+    q: [B, H, Tq, D], k, v: [B, H, Tk, D] with Tq <= Tk, queries being the last Tq key positions;
+    mask: bool [B or 1, 1, Tq, Tk], True where a query may attend, or None when every query sees
+    every key (one new token, no padding) -> [B, H, Tq, D]. ``is_causal=True`` cannot be used here:
+    SDPA aligns its causal mask to the top-left corner, which is wrong whenever Tq < Tk.
+    """
+    with sdpa_kernel(attention_backends(q)):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)

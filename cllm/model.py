@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from .config import ModelConfig
 from .crystalline import position_table
-from .kernels import Dropout, causal_attention
+from .kernels import Dropout, cached_attention, causal_attention
 
 
 def make_norm(cfg: ModelConfig) -> nn.Module:
@@ -50,8 +50,13 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.resid_dropout = Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """x: [B, T, C] -> [B, T, C]; rotary: RoPE (cos, sin) for positions 0..T-1, or None."""
+    def forward(self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
+                kv=None) -> torch.Tensor:
+        """x: [B, T, C] -> [B, T, C]; rotary: RoPE (cos, sin) for x's positions, or None.
+
+        kv: None (training, eval: T positions from 0, causal) or a ``cllm.inference.LayerCache``
+        that stores this step's keys and values and returns all earlier ones to attend over.
+        """
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         # [B, T, C] -> [B, H, T, D]
@@ -60,7 +65,11 @@ class CausalSelfAttention(nn.Module):
             q, k = F.rms_norm(q, (q.size(-1),)), F.rms_norm(k, (k.size(-1),))
         if rotary is not None:
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
-        y = causal_attention(q, k, v, self.dropout if self.training else 0.0)
+        if kv is None:
+            y = causal_attention(q, k, v, self.dropout if self.training else 0.0)
+        else:
+            k, v, mask = kv.update(k, v)
+            y = cached_attention(q, k, v, mask)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -96,8 +105,8 @@ class Block(nn.Module):
         self.ln_2 = make_norm(cfg)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, rotary=None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), rotary)
+    def forward(self, x: torch.Tensor, rotary=None, kv=None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), rotary, kv)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -153,9 +162,12 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.wpe.weight.numel() if non_embedding and hasattr(self, "wpe") else n
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, kv_cache=None):
         """idx: [B, T] token ids; targets: [B, T] or None.
 
+        kv_cache: None, or a ``cllm.inference.KVCache``: idx then continues what the cache holds,
+        at per-row positions the cache supplies (offset by what it holds, less left padding), and
+        its keys and values are stored there (generation; see cllm/inference/generate.py).
         Returns (logits [B, T, V], mean cross-entropy loss or None).
         """
         B, T = idx.shape
@@ -163,15 +175,26 @@ class GPT(nn.Module):
             raise ValueError(f"sequence length {T} exceeds block_size {self.cfg.block_size}")
         x = self.wte(idx)
         rotary = None
-        if self.cfg.pos_encoding == "learned":
-            x = x + self.wpe(torch.arange(T, device=idx.device))
-        elif self.cfg.pos_encoding == "rope":
-            rotary = (self.rope_cos[:T], self.rope_sin[:T])
-        elif self.cfg.pos_encoding != "none":
-            x = x + self.pos_table[:T]
+        if kv_cache is None:  # positions 0..T-1 for every row
+            if self.cfg.pos_encoding == "learned":
+                x = x + self.wpe(torch.arange(T, device=idx.device))
+            elif self.cfg.pos_encoding == "rope":
+                rotary = (self.rope_cos[:T], self.rope_sin[:T])
+            elif self.cfg.pos_encoding != "none":
+                x = x + self.pos_table[:T]
+        else:  # each row's own positions, [B, T]
+            pos = kv_cache.begin(T)
+            if self.cfg.pos_encoding == "learned":
+                x = x + self.wpe(pos)
+            elif self.cfg.pos_encoding == "rope":  # [B, T, D/2] -> [B, 1, T, D/2], broadcast over heads
+                rotary = (self.rope_cos[pos][:, None], self.rope_sin[pos][:, None])
+            elif self.cfg.pos_encoding != "none":
+                x = x + self.pos_table[pos]
         x = self.drop(x)
-        for block in self.blocks:
-            x = block(x, rotary)
+        for i, block in enumerate(self.blocks):
+            x = block(x, rotary) if kv_cache is None else block(x, rotary, kv_cache.layers[i])
+        if kv_cache is not None:
+            kv_cache.advance()
         logits = self.lm_head(self.ln_f(x))
         if self.cfg.logit_softcap > 0:  # smoothly bounds logits to (-cap, cap)
             logits = self.cfg.logit_softcap * torch.tanh(logits / self.cfg.logit_softcap)
