@@ -22,10 +22,13 @@ def cmd_bench(args) -> int:
     preset = args.preset or "small"
     summary: dict = {"preset": preset}
     if args.peak:
-        peaks = bench.measure_peaks(resolve_device(cfg.train.device))
-        for name, flops in peaks.items():
-            print(f"matmul peak {name:>8}: {flops / 1e9:8.1f} GFLOP/s")
-        summary["peak_gflops"] = {k: round(v / 1e9, 1) for k, v in peaks.items()}
+        peaks = bench.measure_peaks(cfg, resolve_device(cfg.train.device))
+        for name, peak in peaks.items():
+            m, k, n = peak.shape
+            print(f"matmul peak {name:>8}: {peak.flops / 1e9:8.1f} GFLOP/s (best shape {m}x{k} @ {k}x{n}, "
+                  f"rounds {peak.spread:.2f}x apart{'; BUSY MACHINE, not cached' if peak.busy else ''})")
+        summary["peaks"] = {k: {"gflops": round(v.flops / 1e9, 1), "shape": list(v.shape), "spread": round(v.spread, 3)}
+                            for k, v in peaks.items()}
     if args.profile:
         phases = bench.profile_step(cfg)
         total = sum(ms for _, ms in phases)

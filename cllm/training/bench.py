@@ -24,7 +24,7 @@ import torch
 
 from ..config import Config
 from ..data import bundled_corpus_path, read_text
-from ..perf import flops_per_token, matmul_peak
+from ..perf import SQUARE_GEMMS, Peak, flops_per_token, matmul_peak, measure_peak, model_gemm_shapes
 from ..runtime import deterministic_cpu_kernels, resolve_device, resolve_dtype
 from ..tokenizers import tokenizer_class
 from .trainer import Trainer
@@ -40,11 +40,12 @@ class BenchResult:
     tokens_per_sec: float
     step_ms: float
     mfu: float
+    peak_flops: float  # the GEMM peak the MFU is relative to
 
     def as_dict(self) -> dict:
         return {"variant": self.variant, "dtype": self.dtype, "compiled": self.compiled,
                 "tokens_per_sec": round(self.tokens_per_sec, 1), "step_ms": round(self.step_ms, 2),
-                "mfu": round(self.mfu, 4)}
+                "mfu": round(self.mfu, 4), "peak_gflops": round(self.peak_flops / 1e9, 1)}
 
 
 def bundled_vocab_size() -> int:
@@ -117,17 +118,24 @@ def bench_variants(cfg: Config, variants: list[str], warmup: int = 3, steps: int
     for trainer, ts in zip(trainers, times):
         median = statistics.median(ts)
         tok_s = trainer.tokens_per_step / median
-        peak = matmul_peak(torch.bfloat16 if trainer.dtype == "bfloat16" else torch.float32, trainer.device)
+        peak = matmul_peak(torch.bfloat16 if trainer.dtype == "bfloat16" else torch.float32, trainer.device,
+                           cfg.model, cfg.train.batch_size * cfg.model.block_size, warn=print)
         flops = flops_per_token(cfg.model, trainer.model.num_params())
         results.append(BenchResult(trainer.variant, trainer.dtype, trainer.compiled, tok_s, median * 1000,
-                                   tok_s * flops / peak))
+                                   tok_s * flops / peak, peak))
     return results
 
 
-def measure_peaks(device: torch.device) -> dict[str, float]:
-    """Fresh GEMM peak (FLOP/s) per dtype on this machine (and the cache MFU figures use, refreshed)."""
-    return {name: matmul_peak(dtype, device, remeasure=True)
-            for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16))}
+def measure_peaks(cfg: Config, device: torch.device) -> dict[str, Peak]:
+    """Fresh GEMM peaks per dtype (square GEMMs and the model's own shapes), and the cache that MFU
+    figures read refreshed with them (unless a busy machine made the rounds disagree)."""
+    tokens = cfg.train.batch_size * cfg.model.block_size
+    shapes = SQUARE_GEMMS + model_gemm_shapes(cfg.model, tokens)
+    peaks = {}
+    for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+        peaks[name] = measure_peak(dtype, device, shapes)
+        matmul_peak(dtype, device, cfg.model, tokens, remeasure=True)
+    return peaks
 
 
 PHASES = {  # profiler label -> the modules (by attribute name) whose forward it covers

@@ -1,0 +1,38 @@
+"""The matmul peak that MFU divides by: best of several shapes, and never a busy machine's figure silently."""
+
+import json
+
+import torch
+
+from cllm import perf
+from cllm.config import ModelConfig
+
+
+def test_model_gemm_shapes_follow_the_model():
+    cfg = ModelConfig(n_embd=64, n_head=4, vocab_size=100)
+    assert perf.model_gemm_shapes(cfg, 256) == [(256, 64, 192), (256, 64, 64), (256, 64, 256), (256, 256, 64),
+                                                (256, 64, 100)]
+    swiglu = perf.model_gemm_shapes(ModelConfig(n_embd=96, n_head=4, vocab_size=10, mlp="swiglu"), 8)
+    assert swiglu[2] == (8, 96, 2 * 256) and swiglu[3] == (8, 256, 96)
+
+
+def test_the_peak_is_the_best_shape():
+    shapes = [(8, 8, 8), (256, 256, 256)]
+    peak = perf.measure_peak(torch.float32, torch.device("cpu"), shapes, reps=2)
+    assert peak.shape in shapes and peak.flops > 0 and peak.spread >= 1.0
+    # the tiny product is overhead-bound: the bigger one wins
+    assert peak.shape == (256, 256, 256)
+
+
+def test_a_busy_measurement_warns_and_is_not_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    spreads = iter([2.0, 1.01])
+    monkeypatch.setattr(perf, "measure_peak", lambda dtype, device, shapes, reps=5: perf.Peak(1e9, shapes[0], next(spreads)))
+    warnings = []
+    assert perf.matmul_peak(torch.float32, torch.device("cpu"), warn=warnings.append) == 1e9
+    assert warnings and "busy" in warnings[0] and not (tmp_path / "cllm" / "matmul_peak.json").exists()
+    perf.matmul_peak(torch.float32, torch.device("cpu"), warn=warnings.append)  # quiet now: cached
+    cached = json.loads((tmp_path / "cllm" / "matmul_peak.json").read_text())
+    assert [v["spread"] for v in cached.values()] == [1.01] and len(warnings) == 1
+    monkeypatch.setattr(perf, "measure_peak", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-measured")))
+    assert perf.matmul_peak(torch.float32, torch.device("cpu")) == 1e9  # from the cache
