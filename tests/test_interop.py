@@ -259,6 +259,7 @@ def test_gguf_gptneox_layout_and_other_tokenizers(tmp_path):
     model = tiny_model(tok)
     meta, tensors = _gguf_fields(export_gguf(model, tok, tmp_path))
     assert meta["general.architecture"] == "gptneox" and meta["gptneox.use_parallel_residual"] is False
+    assert meta["gptneox.vocab_size"] == tok.vocab_size  # llama.cpp sizes a "none" vocabulary from it
     assert meta["gptneox.rope.dimension_count"] == 8 and meta["gptneox.feed_forward_length"] == 128
     assert meta["tokenizer.ggml.model"] == "none" and meta["tokenizer.ggml.tokens"][4:] == tok.tokens
     assert json.loads(meta["cllm.tokenizer"]) == json.loads(tok.to_json())
