@@ -77,6 +77,8 @@ def _bias(sd: dict, name: str, size: int) -> torch.Tensor:
 
 
 def _gpt2(m: ModelConfig, sd: dict) -> tuple[dict, dict]:
+    """wte [V, C], wpe [T, C]; per block ln_1/ln_2 [C], c_attn [C, 3C] (Conv1D: [in, out]),
+    attn.c_proj [C, C], c_fc [C, 4C], mlp.c_proj [4C, C], every one with a bias; ln_f [C]."""
     C = m.n_embd
     config = {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "n_positions": m.block_size,
               "n_ctx": m.block_size, "n_embd": C, "n_layer": m.n_layer, "n_head": m.n_head, "n_inner": 4 * C,
@@ -114,6 +116,9 @@ def neox_qkv_inverse(w: torch.Tensor, H: int) -> torch.Tensor:
 
 
 def _neox(m: ModelConfig, sd: dict) -> tuple[dict, dict]:
+    """embed_in [V, C]; per layer two LayerNorms [C] (with bias), query_key_value [3C, C] in the
+    per-head interleave, dense [C, C], dense_h_to_4h [4C, C] and dense_4h_to_h [C, 4C] (always
+    with biases); embed_out [V, C] unless tied. Rotary: full head, base 10000, rotate-half."""
     C, H = m.n_embd, m.n_head
     config = {"architectures": ["GPTNeoXForCausalLM"], "model_type": "gpt_neox", "hidden_size": C,
               "num_hidden_layers": m.n_layer, "num_attention_heads": H, "intermediate_size": 4 * C,
@@ -147,6 +152,9 @@ def _neox(m: ModelConfig, sd: dict) -> tuple[dict, dict]:
 
 
 def _llama(m: ModelConfig, sd: dict, qwen3: bool) -> tuple[dict, dict]:
+    """embed_tokens [V, C]; per layer RMSNorm weights [C], q/k/v/o_proj [C, C], gate/up_proj
+    [F, C], down_proj [C, F] (biases when cllm has them; Qwen3 has none in its MLP), Qwen3's
+    q_norm/k_norm [D]; norm [C]; lm_head [V, C] unless tied. Both rotate halves, as cllm does."""
     C, H, F = m.n_embd, m.n_head, swiglu_hidden(m.n_embd)
     config = {"architectures": ["Qwen3ForCausalLM" if qwen3 else "LlamaForCausalLM"],
               "model_type": "qwen3" if qwen3 else "llama", "hidden_size": C, "intermediate_size": F,
