@@ -10,6 +10,7 @@ from .base import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID, UNK_TEXT, Toke
 from .bpe import BPETokenizer
 from .byte import ByteTokenizer
 from .char import CharTokenizer
+from .chat import ChatTokenizer
 from .word import WordTokenizer
 
 TOKENIZERS: dict[str, type[Tokenizer]] = {
@@ -21,7 +22,7 @@ TOKENIZERS: dict[str, type[Tokenizer]] = {
 
 __all__ = [
     "Tokenizer", "TOKENIZERS", "SPECIAL_TOKENS", "PAD_ID", "UNK_ID", "BOS_ID", "EOS_ID", "UNK_TEXT",
-    "CharTokenizer", "ByteTokenizer", "WordTokenizer", "BPETokenizer",
+    "CharTokenizer", "ByteTokenizer", "WordTokenizer", "BPETokenizer", "ChatTokenizer",
     "tokenizer_class", "tokenizer_from_json", "save_tokenizer", "load_tokenizer",
 ]
 
@@ -38,6 +39,8 @@ def tokenizer_from_json(text: str) -> Tokenizer:
         data = json.loads(text)
         if not isinstance(data, dict):
             raise TypeError("expected a JSON object")
+        if data.get("kind") == ChatTokenizer.kind:  # a trained kind plus reserved chat tokens (cllm finetune)
+            return ChatTokenizer.from_dict(data)
         return tokenizer_class(data["kind"]).from_dict(data)
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise CLLMError(f"tokenizer JSON is malformed: {e}") from None

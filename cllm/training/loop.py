@@ -161,15 +161,17 @@ def open_run(cfg: Config, resume: bool | Checkpoint = False, overwrite: bool = F
     return run
 
 
-def train(cfg: Config, resume: bool | Checkpoint = False, log=print, on_step=None, overwrite: bool = False) -> TrainResult:
+def train(cfg: Config, resume: bool | Checkpoint = False, log=print, on_step=None, overwrite: bool = False,
+          setup=None) -> TrainResult:
     """Train per ``cfg`` into ``cfg.train.out``; with ``resume``, continue from its latest checkpoint.
 
     A fresh run refuses a directory that already holds a checkpoint unless ``overwrite`` is set, so
     an earlier run is never replaced by accident. ``on_step(step, loss)``, if given, is called after
-    every optimizer step (a hook for notebooks and tests); SIGINT/SIGTERM during training save a
+    every optimizer step (a hook for notebooks and tests); ``setup(cfg, resume, overwrite, log) -> Run``
+    replaces ``open_run`` (cllm.finetune: other data, other starting weights); SIGINT/SIGTERM during training save a
     checkpoint and return with ``interrupted`` set.
     """
-    run = open_run(cfg, resume, overwrite, log)
+    run = (setup or open_run)(cfg, resume, overwrite, log)
     cfg, t, trainer, out = run.cfg, run.cfg.train, run.trainer, run.out
     log(f"cllm: {'resuming at step ' + str(trainer.step_count) if trainer.step_count else 'training'} on "
         f"{run.device} in {trainer.dtype}{' (compiled)' if trainer.compiled else ''}: "
