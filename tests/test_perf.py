@@ -36,3 +36,20 @@ def test_a_busy_measurement_warns_and_is_not_cached(tmp_path, monkeypatch):
     assert [v["spread"] for v in cached.values()] == [1.01] and len(warnings) == 1
     monkeypatch.setattr(perf, "measure_peak", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-measured")))
     assert perf.matmul_peak(torch.float32, torch.device("cpu")) == 1e9  # from the cache
+
+
+def test_the_compiled_step_profile_groups_inductor_kernels_by_phase():
+    from cllm.config import Config, apply_dict, load_preset
+    from cllm.training.profile import profile_compiled_step
+
+    cfg = Config()
+    apply_dict(cfg, load_preset("tiny"), "preset")
+    cfg.model.vocab_size = 40
+    cfg.train.compile = True
+    cfg.train.dtype = "float32"
+    table = profile_compiled_step(cfg.validate(), steps=2, warmup=2)
+    wall = table.pop("wall")["step"]
+    assert {"forward", "backward", "optimizer"} <= set(table)
+    assert table["forward"]["GEMM"] > 0 and table["backward"]["GEMM"] > 0
+    assert any(kind.startswith("fused ") and kind != "fused (unprofiled)" for kind in table["forward"])
+    assert sum(sum(kinds.values()) for kinds in table.values()) <= 1.5 * wall

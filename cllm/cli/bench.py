@@ -30,13 +30,7 @@ def cmd_bench(args) -> int:
         summary["peaks"] = {k: {"gflops": round(v.flops / 1e9, 1), "shape": list(v.shape), "spread": round(v.spread, 3)}
                             for k, v in peaks.items()}
     if args.profile:
-        phases = bench.profile_step(cfg)
-        total = sum(ms for _, ms in phases)
-        print(f"{preset}: one training step, eager, by phase (torch.profiler, mean of 5 steps)")
-        for name, ms in phases:
-            print(f"  {name:<16} {ms:9.2f} ms  {ms / total:6.1%}")
-        print(f"  {'total':<16} {total:9.2f} ms")
-        summary["profile_ms"] = {name: round(ms, 3) for name, ms in phases}
+        summary["profile_ms"] = print_profile(cfg, preset)
     compare = list(dict.fromkeys((args.compare or []) + ([args.baseline] if args.baseline else [])))
     if not (args.peak or args.profile) or compare:
         results = bench.bench_variants(cfg, ["default", *compare], args.warmup, args.steps)
@@ -57,6 +51,28 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def print_profile(cfg, preset: str) -> dict:
+    """The step users run, by phase: compiled (kernel kinds per step phase) unless --no-compile (per module)."""
+    from ..training import profile
+
+    if cfg.train.compile:
+        table = profile.profile_compiled_step(cfg)
+        wall = table.pop("wall")["step"]
+        print(f"{preset}: one compiled training step by phase and kernel kind (torch.profiler, mean of 5 steps; "
+              f"wall {wall:.2f} ms)")
+        for phase, kinds in table.items():
+            for kind, ms in sorted(kinds.items(), key=lambda kv: -kv[1]):
+                print(f"  {phase:<10} {kind:<26} {ms:9.2f} ms  {ms / wall:6.1%}")
+        return {phase: {k: round(v, 3) for k, v in kinds.items()} for phase, kinds in table.items()} | {"wall": round(wall, 3)}
+    phases = profile.profile_step(cfg)
+    total = sum(ms for _, ms in phases)
+    print(f"{preset}: one eager training step by phase (torch.profiler, mean of 5 steps)")
+    for name, ms in phases:
+        print(f"  {name:<16} {ms:9.2f} ms  {ms / total:6.1%}")
+    print(f"  {'total':<16} {total:9.2f} ms")
+    return {name: round(ms, 3) for name, ms in phases}
+
+
 def register(sub) -> None:
     from ..config import add_config_arguments
 
@@ -65,7 +81,8 @@ def register(sub) -> None:
                    help="also time these variants, interleaved with the default path, and print ratios")
     p.add_argument("--baseline", choices=["per-sequence"], help="same as --compare per-sequence")
     p.add_argument("--peak", action="store_true", help="measure this machine's float32 and bfloat16 GEMM peak")
-    p.add_argument("--profile", action="store_true", help="per-phase time of one training step (torch.profiler)")
+    p.add_argument("--profile", action="store_true", help="where a training step's time goes (torch.profiler): the compiled step by phase "
+                   "and kernel kind, or with --no-compile the eager step by model part")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--json", action="store_true", help="end with one JSON line")
