@@ -52,6 +52,23 @@ def label_forward_phases(model: torch.nn.Module) -> None:
                 module.register_forward_hook(leave)
 
 
+def labelled_step(trainer, batches, forward_label: str):
+    """One training step (without the schedule) with each part inside a profiler label."""
+    from torch.profiler import record_function
+
+    def step():
+        with record_function("data"):
+            x, y = batches.get()
+        with record_function(forward_label):
+            loss = trainer.loss(x, y)
+        with record_function("backward"):
+            loss.backward()
+        with record_function("optimizer"):
+            trainer.update()
+
+    return step
+
+
 def profile_step(cfg: Config, steps: int = 5) -> list[tuple[str, float]]:
     """Per-phase milliseconds of one eager training step of the default dtype, from torch.profiler.
 
@@ -67,16 +84,7 @@ def profile_step(cfg: Config, steps: int = 5) -> list[tuple[str, float]]:
     batches = Batches(tokens, cfg.train.batch_size, cfg.model.block_size, 0, trainer.device)
     label_forward_phases(trainer.model)
 
-    def step():
-        with record_function("data"):
-            x, y = batches.get()
-        with record_function("loss"):
-            loss = trainer.loss(x, y)
-        with record_function("backward"):
-            loss.backward()
-        with record_function("optimizer"):
-            trainer.update()
-
+    step = labelled_step(trainer, batches, forward_label="loss")
     for _ in range(3):
         step()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -126,21 +134,13 @@ def profile_compiled_step(cfg: Config, steps: int = 5, warmup: int = 3) -> dict[
     Each profiler event's self time is charged to the nearest enclosing phase label and to its own
     kind, so nothing is counted twice. Returns {phase: {kind: ms}}, plus {"wall": {"step": ms}}.
     """
-    from torch.profiler import ProfilerActivity, profile, record_function
+    from torch.profiler import ProfilerActivity, profile
 
     trainer = variant_trainer(cfg, "default")
     tokens = np.random.default_rng(0).integers(0, cfg.model.vocab_size, 200_000).astype(np.uint16)
     batches = Batches(tokens, cfg.train.batch_size, cfg.model.block_size, 0, trainer.device)
 
-    def step():
-        with record_function("data"):
-            x, y = batches.get()
-        with record_function("forward"):
-            loss = trainer.loss(x, y)
-        with record_function("backward"):
-            loss.backward()
-        with record_function("optimizer"):
-            trainer.update()
+    step = labelled_step(trainer, batches, forward_label="forward")
 
     # Inductor's C++ kernels report themselves to the profiler only when compiled with this flag on
     with torch._inductor.config.patch({"cpp.enable_kernel_profile": True}):
