@@ -8,12 +8,15 @@ A checkpoint is a directory:
                        of the other files' sizes and SHA-256, written last
 
 It is written into a temporary sibling directory and renamed into place, so a crash at any moment
-leaves either the previous checkpoint or the new one, never a mix.
+leaves either the previous checkpoint or the new one, never a mix. A write that fails (disk full, no
+permission) leaves the previous checkpoint in place and raises a one-line CLLMError; weights that are
+not finite (NaN/inf) are never written.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -34,6 +37,11 @@ LATEST = "ckpt"
 BEST = "best"
 
 
+class CheckpointWriteError(CLLMError, OSError):
+    """Writing a checkpoint failed in the environment (disk full, permissions): a one-line CLLMError
+    that callers catching OSError still catch."""
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -50,6 +58,31 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _remove_stale_tmp(target: Path) -> None:
+    """Temporary directories left by processes that were killed while saving (kill -9, power loss)."""
+    for p in target.parent.glob(f".{target.name}.tmp-*"):
+        pid = p.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and (int(pid) == os.getpid() or not _pid_alive(int(pid))):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def check_finite(model: torch.nn.Module, where: str) -> None:
+    """Raise CLLMError naming the first parameter or buffer holding NaN or inf."""
+    for name, t in (*model.named_parameters(), *model.named_buffers()):
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CLLMError(f"refusing to save {where}: the weights are not finite ({name} holds NaN or inf)")
+
+
 def save_checkpoint(
     target: str | Path,
     model: torch.nn.Module,
@@ -57,17 +90,35 @@ def save_checkpoint(
     state: dict,
     optimizer: torch.optim.Optimizer | None = None,
 ) -> Path:
-    """Write a checkpoint directory at ``target`` atomically; ``state`` is JSON-serialisable."""
+    """Write a checkpoint directory at ``target`` atomically; ``state`` is JSON-serialisable.
+
+    Non-finite weights raise CLLMError before anything is written; an OSError while writing (disk
+    full, permissions) raises CLLMError naming the cause, with the previous checkpoint left intact."""
     target = Path(target)
+    check_finite(model, f"checkpoint {target}")
+    try:
+        return _save(target, model, tokenizer, state, optimizer)
+    except (OSError, safetensors.SafetensorError) as e:
+        cause = getattr(e, "strerror", None) or str(e).splitlines()[0]
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        kept = "; the previous checkpoint there is intact" if (target / STATE_FILE).is_file() else ""
+        raise CheckpointWriteError(f"cannot write checkpoint {target}: {cause}{where}{kept}") from e
+
+
+def _save(target: Path, model, tokenizer, state: dict, optimizer) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
     old = target.parent / f".{target.name}.old"
-    shutil.rmtree(tmp, ignore_errors=True)
+    _remove_stale_tmp(target)
     tmp.mkdir()
     try:
         safetensors.torch.save_model(model, str(tmp / "model.safetensors"))
-        if optimizer is not None:
-            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        if optimizer is not None:  # serialised in memory, so a failed write is an OSError (torch's writer
+            buffer = io.BytesIO()  # reports a full disk as an opaque RuntimeError)
+            torch.save(optimizer.state_dict(), buffer)
+            with open(tmp / "optimizer.pt", "wb") as f:
+                f.write(buffer.getbuffer())
+            del buffer
         save_tokenizer(tokenizer, tmp / "tokenizer.json")
         manifest = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir())}
         full_state = {"format": FORMAT_VERSION, **state, "files": manifest}
@@ -77,10 +128,17 @@ def save_checkpoint(
         _fsync(tmp)
         # Two renames: previous -> .old, new -> target. A crash between them leaves .old, which
         # resolve_checkpoint() falls back to.
+        moved = False
         if target.exists():
             shutil.rmtree(old, ignore_errors=True)
             os.replace(target, old)
-        os.replace(tmp, target)
+            moved = True
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            if moved and not target.exists():  # put the previous one back
+                os.replace(old, target)
+            raise
         _fsync(target.parent)
         shutil.rmtree(old, ignore_errors=True)
     finally:

@@ -96,6 +96,8 @@ class TrainConfig:
     beta1: float = setting(0.9, 'AdamW first-moment decay')
     beta2: float = setting(0.99, 'AdamW second-moment decay')
     grad_clip: float = setting(1.0, '0 disables clipping')
+    max_bad_steps: int = setting(10, 'steps in a row with a non-finite loss or gradient norm (each skipped, '
+                                     'no update) before the run stops with an error')
     eval_interval: int = setting(250, 'steps between validation evaluations')
     eval_batches: int = setting(20, '0: the whole validation split, every token scored once')
     log_interval: int = setting(10, 'steps between metrics.jsonl lines')
@@ -137,7 +139,7 @@ class Config:
             "n_layer": m.n_layer, "n_head": m.n_head, "n_embd": m.n_embd, "block_size": m.block_size,
             "batch_size": t.batch_size, "grad_accum": t.grad_accum, "max_steps": t.max_steps,
             "lr": t.lr, "muon_lr": t.muon_lr, "eval_interval": t.eval_interval,
-            "log_interval": t.log_interval, "save_interval": t.save_interval,
+            "log_interval": t.log_interval, "save_interval": t.save_interval, "max_bad_steps": t.max_bad_steps,
             "tokenizer_vocab_size": d.tokenizer_vocab_size, "shard_tokens": d.shard_tokens,
             "tokenizer_sample_mb": d.tokenizer_sample_mb,
         }

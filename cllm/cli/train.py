@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from .common import can_encode
@@ -10,19 +11,36 @@ from .common import can_encode
 def cmd_train(args) -> int:
     from ..config import config_from_args
     from ..training import load_run_checkpoint, train
+    from ..training.runlock import run_lock
 
     checkpoint = None
-    if args.resume:  # read (and verified) once: its config is the base that flags may change
-        checkpoint = load_run_checkpoint(Path(args.out or "runs/default"))
-    cfg = config_from_args(args, base=checkpoint.config if checkpoint else None)
-    result = train(cfg, resume=checkpoint or False, overwrite=args.overwrite)
+    with contextlib.ExitStack() as held:
+        if args.resume:  # read (and verified) once, under the run's lock: its config is the base flags may change
+            out = Path(args.out or "runs/default")
+            held.enter_context(run_lock(out, create=False))
+            checkpoint = load_run_checkpoint(out)
+        cfg = config_from_args(args, base=checkpoint.config if checkpoint else None)
+        if checkpoint and checkpoint.state["step"] >= cfg.train.max_steps:
+            step = checkpoint.state["step"]
+            print(f"{out} is finished: it has run {step} steps (max_steps {cfg.train.max_steps}), nothing to do; "
+                  f"to train it longer: cllm train --out {out} --resume --max-steps {2 * step}")
+            if not (out / "loss.png").is_file() and (out / "metrics.jsonl").is_file():  # killed while plotting
+                from ..training.metrics import plot_losses
+
+                plot_losses(out / "metrics.jsonl", out / "loss.png")
+            return 0
+        result = train(cfg, resume=checkpoint or False, overwrite=args.overwrite)
     if result.interrupted:
         return 130
-    print(f"done: {result.step} steps in {result.elapsed:.1f}s, final val loss {result.val_loss:.4f}, "
-          f"best {result.best_val_loss:.4f}; checkpoint in {result.out}")
+    print(f"done: {result.step} steps in {result.elapsed:.1f}s, final val loss {_loss(result.val_loss)}, "
+          f"best {_loss(result.best_val_loss)}; checkpoint in {result.out}")
     if cfg.train.sample_tokens:
         print_sample(result.out, cfg.train.sample_tokens, cfg.train.seed)
     return 0
+
+
+def _loss(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def print_sample(run: Path, tokens: int, seed: int) -> None:

@@ -28,6 +28,7 @@ from ..errors import CLLMError
 from ..perf import flops_per_token, matmul_peak
 from ..runtime import deterministic_cpu_kernels, resolve_device, resolve_dtype
 from .metrics import MetricsLog, plot_losses
+from .runlock import run_lock
 from .trainer import Trainer
 
 # Settings that may differ between a checkpoint and the run resuming it: how long to run, how
@@ -35,6 +36,7 @@ from .trainer import Trainer
 RESUMABLE_CHANGES = {
     "out", "max_steps", "eval_interval", "eval_batches", "log_interval", "save_interval",
     "progress", "sample_tokens", "threads", "device", "dtype", "compile", "activation_checkpointing", "workers",
+    "max_bad_steps",
 }
 
 
@@ -118,6 +120,23 @@ class Run:
     best_val: float | None = None
     elapsed_before: float = 0.0
     started: float = field(default_factory=time.perf_counter)
+    skipped_steps: int = 0  # steps whose update was skipped (non-finite loss or gradient norm), resumes included
+    bad_in_a_row: int = 0
+
+    def count_bad_step(self, step: int, loss: float, write) -> None:
+        """After a step whose update the trainer skipped: count it, say so, and stop the run (CLLMError)
+        after ``max_bad_steps`` in a row. The weights were not updated, so none of it reaches a checkpoint."""
+        self.skipped_steps += 1
+        self.bad_in_a_row += 1
+        grad_norm = self.trainer.grad_norm
+        write(f"step {step}: non-finite loss ({loss}) or gradient norm ({grad_norm}): update skipped "
+              f"({self.bad_in_a_row} in a row, {self.skipped_steps} in the run)")
+        if self.bad_in_a_row >= self.cfg.train.max_bad_steps:
+            raise CLLMError(
+                f"stopped at step {step}: {self.bad_in_a_row} steps in a row had a non-finite loss or gradient norm "
+                f"(last: loss {loss}, gradient norm {grad_norm}; max_bad_steps = {self.cfg.train.max_bad_steps}); "
+                f"their updates were skipped and the checkpoint in {self.out / LATEST} is from before them. "
+                "A fresh run with a lower --lr or --dtype float32 may avoid it")
 
     def elapsed(self) -> float:
         """Wall time of the whole run so far, earlier sessions of a resumed run included."""
@@ -126,7 +145,7 @@ class Run:
     def state(self) -> dict:
         """What a checkpoint holds besides the trainer's own state."""
         return {"elapsed": self.elapsed(), "best_val_loss": self.best_val, "config": self.cfg.to_dict(),
-                "data_fingerprint": self.data.fingerprint}
+                "data_fingerprint": self.data.fingerprint, "skipped_steps": self.skipped_steps}
 
 
 def open_run(cfg: Config, resume: bool | Checkpoint = False, overwrite: bool = False, log=print) -> Run:
@@ -157,6 +176,7 @@ def open_run(cfg: Config, resume: bool | Checkpoint = False, overwrite: bool = F
         trainer.load_weights(ckpt)
         trainer.load_state_dict(ckpt.state, ckpt.optimizer_state())
         run.elapsed_before, run.best_val = ckpt.state["elapsed"], ckpt.state["best_val_loss"]
+        run.skipped_steps = ckpt.state.get("skipped_steps", 0)
     out.mkdir(parents=True, exist_ok=True)
     return run
 
@@ -169,9 +189,15 @@ def train(cfg: Config, resume: bool | Checkpoint = False, log=print, on_step=Non
     an earlier run is never replaced by accident. ``on_step(step, loss)``, if given, is called after
     every optimizer step (a hook for notebooks and tests); ``setup(cfg, resume, overwrite, log) -> Run``
     replaces ``open_run`` (cllm.finetune: other data, other starting weights); SIGINT/SIGTERM during training save a
-    checkpoint and return with ``interrupted`` set.
+    checkpoint and return with ``interrupted`` set. The run directory is locked (runlock.py) while
+    it trains: a second process on it stops with a CLLMError naming this one.
     """
-    run = (setup or open_run)(cfg, resume, overwrite, log)
+    with run_lock(cfg.train.out, create=not resume):
+        return _train(cfg, resume, log, on_step, overwrite, setup or open_run)
+
+
+def _train(cfg: Config, resume, log, on_step, overwrite: bool, setup) -> TrainResult:
+    run = setup(cfg, resume, overwrite, log)
     cfg, t, trainer, out = run.cfg, run.cfg.train, run.trainer, run.out
     log(f"cllm: {'resuming at step ' + str(trainer.step_count) if trainer.step_count else 'training'} on "
         f"{run.device} in {trainer.dtype}{' (compiled)' if trainer.compiled else ''}: "
@@ -189,19 +215,24 @@ def train(cfg: Config, resume: bool | Checkpoint = False, log=print, on_step=Non
             step = trainer.step_count
             result.losses.append(loss)
             bar.update(1)
+            if trainer.skipped:
+                run.count_bad_step(step, loss, bar.write)
+            else:
+                run.bad_in_a_row = 0
             if on_step is not None:
                 on_step(step, loss)
             val_loss = None
             if step % t.eval_interval == 0 or step == t.max_steps:
                 val_loss = result.val_loss = trainer.val_loss(val_tokens, t.seed + 1)
-                if run.best_val is None or val_loss < run.best_val:
+                if math.isfinite(val_loss) and (run.best_val is None or val_loss < run.best_val):
                     run.best_val = val_loss
                     trainer.save(out / BEST, run.data.tokenizer, run.state(), with_optimizer=False)
                 bar.write(f"step {step}: train loss {loss:.4f}, val loss {val_loss:.4f} "
                           f"(perplexity {math.exp(val_loss):.2f})")
-            if step % t.log_interval == 0 or val_loss is not None or step == t.max_steps:
+            if step % t.log_interval == 0 or val_loss is not None or step == t.max_steps or trainer.skipped:
                 record = {"step": step, "loss": loss, "val_loss": val_loss, "lr": trainer.lr, **speed.take(),
-                          "tokens": trainer.tokens_seen, "elapsed": round(run.elapsed(), 3)}
+                          "tokens": trainer.tokens_seen, "elapsed": round(run.elapsed(), 3),
+                          "skipped_steps": run.skipped_steps}
                 metrics.write(record)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{trainer.lr:.2e}", tok_s=f"{record['tokens_per_sec']:,.0f}",
                                 mfu=f"{record['mfu']:.0%}")

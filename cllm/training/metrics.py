@@ -7,6 +7,7 @@ does not care where it ends up.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from ..errors import CLLMError
@@ -53,13 +54,28 @@ class MetricsLog:
         self.close()
 
 
+def _records(path: Path) -> list[tuple[str, dict]]:
+    """(line, record) for each line of metrics.jsonl that is a record; a line cut short by a crash
+    (kill -9, full disk) or otherwise unreadable is left out."""
+    out = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            out.append((line, record))
+    return out
+
+
 def truncate_metrics(path: Path, keep_through: int) -> None:
-    """Drop metric lines past the step being resumed from."""
+    """Drop metric lines past the step being resumed from (and any broken line), atomically."""
     if not path.exists():
         return
-    lines = path.read_text(encoding="utf-8").splitlines()
-    kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= keep_through]
-    path.write_text("".join(ln + "\n" for ln in kept), encoding="utf-8")
+    kept = [line for line, record in _records(path) if record["step"] <= keep_through]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def plot_losses(metrics_path: Path, png_path: Path) -> None:
@@ -69,12 +85,13 @@ def plot_losses(metrics_path: Path, png_path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [json.loads(ln) for ln in metrics_path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    records = [r for _, r in _records(metrics_path) if isinstance(r.get("tokens"), (int, float))
+               and isinstance(r.get("loss"), (int, float))]
     if not records:
         return
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot([r["tokens"] for r in records], [r["loss"] for r in records], label="train", lw=1)
-    val = [r for r in records if r.get("val_loss") is not None]
+    val = [r for r in records if isinstance(r.get("val_loss"), (int, float))]
     if val:
         ax.plot([r["tokens"] for r in val], [r["val_loss"] for r in val], "o-", label="val")
     ax.set_xlabel("tokens seen")
@@ -82,5 +99,7 @@ def plot_losses(metrics_path: Path, png_path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
+    tmp = Path(png_path).with_name(f".{Path(png_path).name}.tmp.png")  # written whole, then renamed in
+    fig.savefig(tmp, dpi=100)
     plt.close(fig)
+    os.replace(tmp, png_path)

@@ -11,6 +11,7 @@ losses exactly (on CPU, eager or compiled, float32 or bf16).
 from __future__ import annotations
 
 import base64
+import math
 import random
 
 import numpy as np
@@ -66,12 +67,20 @@ class Trainer:
             loss_sum += loss.item()
         return loss_sum / accum
 
-    def update(self) -> None:
-        """Clip the global gradient norm, take one optimizer step, clear the gradients."""
+    def update(self, loss: float = 0.0) -> bool:
+        """Clip the global gradient norm, take one optimizer step, clear the gradients. If ``loss`` or
+        the gradient norm is not finite the optimizer step is skipped (``self.skipped``); returns
+        whether it was taken."""
         if self.cfg.train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
-        self.optimizer.step()
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        else:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
+        self.grad_norm = float(norm)
+        self.skipped = not (math.isfinite(loss) and math.isfinite(self.grad_norm))
+        if not self.skipped:
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        return not self.skipped
 
     def step(self) -> float:
         """One full training step at the schedule's learning rate; returns the mean training loss."""
@@ -92,7 +101,7 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 self.batches.set_state(batch_state)
                 loss = self.micro_steps()
-        self.update()
+        self.update(loss)
         self.step_count += 1
         self.tokens_seen += self.tokens_per_step
         return loss
