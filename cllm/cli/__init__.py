@@ -14,7 +14,8 @@ from ..errors import CLLMError
 from .common import ArgumentParser
 
 # The order in `cllm --help`.
-COMMANDS = ("prepare", "train", "sample", "eval", "bench", "tokenizer", "lattice", "crystal", "export")
+COMMANDS = ("prepare", "train", "finetune", "sample", "chat", "eval", "bench", "tokenizer", "lattice", "crystal",
+            "export")
 
 
 def build_parser() -> ArgumentParser:

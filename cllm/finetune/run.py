@@ -106,7 +106,8 @@ class FinetuneTrainer(Trainer):
     def save(self, target, tokenizer, extra_state: dict, with_optimizer: bool = True):
         if self.lora is None:
             return super().save(target, tokenizer, extra_state, with_optimizer)
-        plain = GPT(self.cfg.model)
+        with torch.random.fork_rng(devices=[]):  # building it must not advance the RNG that dropout draws from
+            plain = GPT(self.cfg.model)
         plain.load_state_dict(merged_state(self.model))
         state = {**extra_state, **self.state_dict()}
         save_checkpoint(target, plain, tokenizer, state, self.optimizer if with_optimizer else None)
