@@ -122,6 +122,7 @@ def _save(target: Path, model, tokenizer, state: dict, optimizer) -> Path:
         save_tokenizer(tokenizer, tmp / "tokenizer.json")
         manifest = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir())}
         full_state = {"format": FORMAT_VERSION, **state, "files": manifest}
+        full_state["state_sha256"] = _state_digest(full_state)
         (tmp / STATE_FILE).write_text(json.dumps(full_state, indent=1), encoding="utf-8")
         for p in tmp.iterdir():
             _fsync(p)
@@ -179,7 +180,26 @@ class Checkpoint:
         path = self.dir / "optimizer.pt"
         if not path.is_file():
             raise CLLMError(f"checkpoint {self.dir} has no optimizer state, so it cannot be resumed")
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # unpickling raises many types for a damaged file
+            raise CLLMError(f"cannot read optimizer state {path}: {(str(e).splitlines() or [type(e).__name__])[0]}") from None
+
+
+def _state_digest(state: dict) -> str:
+    """SHA-256 of trainer_state.json's content (as JSON reads it back) without this field itself: the
+    manifest covers the other files, this covers the manifest, config and RNG state."""
+    body = {k: v for k, v in json.loads(json.dumps(state)).items() if k != "state_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _valid_state(state) -> bool:
+    files = state.get("files") if isinstance(state, dict) else None
+    return (isinstance(files, dict) and isinstance(state.get("config"), dict)
+            and isinstance(state.get("step"), int) and not isinstance(state["step"], bool)
+            and all(isinstance(name, str) and Path(name).name == name and name not in ("", ".", "..")
+                    and isinstance(info, dict) and type(info.get("bytes")) is int
+                    and isinstance(info.get("sha256"), str) for name, info in files.items()))
 
 
 def load_checkpoint(path: str | Path, verify: bool = True) -> Checkpoint:
@@ -187,10 +207,13 @@ def load_checkpoint(path: str | Path, verify: bool = True) -> Checkpoint:
     ckpt_dir = resolve_checkpoint(path)
     try:
         state = json.loads((ckpt_dir / STATE_FILE).read_text(encoding="utf-8"))
-        files = state["files"]
-        state["config"], state["step"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
-        raise CLLMError(f"checkpoint {ckpt_dir} is corrupt: {STATE_FILE} is unreadable or incomplete") from None
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        state = None
+    if not _valid_state(state):
+        raise CLLMError(f"checkpoint {ckpt_dir} is corrupt: {STATE_FILE} is unreadable or incomplete")
+    if "state_sha256" in state and state["state_sha256"] != _state_digest(state):  # (older checkpoints lack it)
+        raise CLLMError(f"checkpoint {ckpt_dir} is corrupt: {STATE_FILE} does not match its checksum")
+    files = state["files"]
     if state.get("format") != FORMAT_VERSION:
         raise CLLMError(f"checkpoint {ckpt_dir} has format {state.get('format')}, this cllm reads {FORMAT_VERSION}")
     for name, info in files.items():
@@ -202,7 +225,12 @@ def load_checkpoint(path: str | Path, verify: bool = True) -> Checkpoint:
                             f"({p.stat().st_size} bytes, its manifest says {info['bytes']})")
         if verify and _sha256(p) != info["sha256"]:
             raise CLLMError(f"checkpoint file {p} is corrupt or from another checkpoint (hash mismatch)")
-    tokenizer = tokenizer_from_json((ckpt_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    if not (ckpt_dir / "tokenizer.json").is_file():
+        raise CLLMError(f"checkpoint {ckpt_dir} is incomplete: tokenizer.json is missing")
+    try:
+        tokenizer = tokenizer_from_json((ckpt_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise CLLMError(f"checkpoint {ckpt_dir} is corrupt: tokenizer.json is not UTF-8") from None
     return Checkpoint(ckpt_dir, state, tokenizer)
 
 
@@ -214,7 +242,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu",
     read ``checkpoint`` to avoid reading and verifying its files twice.
     """
     ckpt = checkpoint or load_checkpoint(path)
-    cfg = Config.from_dict(ckpt.config, where=f"config in {ckpt.dir}")
+    cfg = Config.from_dict(ckpt.config, where=f"config in {ckpt.dir}").validate()
     model = GPT(cfg.model)
     ckpt.load_weights(model)
     return model.to(device).eval(), ckpt.tokenizer, cfg
