@@ -109,6 +109,10 @@ class TrainConfig:
     compile: bool = setting(True, 'torch.compile the model (falls back to eager when no compiler works)')
     activation_checkpointing: bool = setting(False, 'trade ~1/3 more compute for much less activation memory')
     threads: int = setting(0, '0: all cores')
+    nproc: int = setting(1, 'processes to train with on this machine (data parallel, started with torchrun\'s '
+                            'launcher); inside torchrun this is ignored')
+    parallel: str = setting("ddp", "how several processes split the work: ddp replicates the model, fsdp shards "
+                                   "parameters, gradients and optimizer state (FSDP2)", choices=("ddp", "fsdp"))
     sample_tokens: int = setting(200, 'printed at the end of training; 0 to skip')
     progress: bool = setting(True, "show the progress bar")
     log: str = setting("jsonl", "where metrics go besides the progress bar: metrics.jsonl, or also TensorBoard "
@@ -135,6 +139,10 @@ class Config:
     def validate(self) -> "Config":
         """Raise CLLMError naming the first contradictory or out-of-range setting."""
         m, d, t = self.model, self.data, self.train
+        for name, (section, _) in FIELDS.items():
+            value = getattr(getattr(self, section), name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise CLLMError(f"{name} must be a finite number, got {value}")
         positive = {
             "n_layer": m.n_layer, "n_head": m.n_head, "n_embd": m.n_embd, "block_size": m.block_size,
             "batch_size": t.batch_size, "grad_accum": t.grad_accum, "max_steps": t.max_steps,
@@ -164,6 +172,8 @@ class Config:
             raise CLLMError(f"min_lr ({t.min_lr}) must be in [0, lr={t.lr}]")
         if t.eval_batches < 0:
             raise CLLMError(f"eval_batches must be >= 0 (0 = the whole validation split), got {t.eval_batches}")
+        if t.nproc < 1:
+            raise CLLMError(f"nproc must be >= 1, got {t.nproc}")
         if t.warmup_steps < 0 or t.weight_decay < 0 or t.grad_clip < 0 or t.threads < 0 or t.sample_tokens < 0:
             raise CLLMError("warmup_steps, weight_decay, grad_clip, threads and sample_tokens must be >= 0")
         if not (0.0 <= t.beta1 < 1.0 and 0.0 <= t.beta2 < 1.0):

@@ -10,7 +10,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import random
 import signal
 import time
@@ -27,7 +26,9 @@ from ..data import Batches, PreparedData, load_prepared, prepare, split_paths
 from ..errors import CLLMError
 from ..perf import flops_per_token, matmul_peak
 from ..runtime import deterministic_cpu_kernels, resolve_device, resolve_dtype
+from . import distributed
 from .metrics import MetricsLog, plot_losses
+from .pretrained import load_for_init
 from .runlock import run_lock
 from .trainer import Trainer
 
@@ -36,7 +37,7 @@ from .trainer import Trainer
 RESUMABLE_CHANGES = {
     "out", "max_steps", "eval_interval", "eval_batches", "log_interval", "save_interval",
     "progress", "sample_tokens", "threads", "device", "dtype", "compile", "activation_checkpointing", "workers",
-    "max_bad_steps",
+    "log", "init_from", "max_bad_steps", "nproc", "parallel",
 }
 
 
@@ -94,17 +95,22 @@ def load_run_checkpoint(out: Path, verify: bool = True) -> Checkpoint:
     return load_checkpoint(out, verify=verify)
 
 
-def load_data(cfg: Config, out: Path) -> PreparedData:
-    """A prepared dataset directory is used as is; raw text is prepared (cached) into ``out/data``."""
+def load_data(cfg: Config, out: Path, tokenizer=None) -> PreparedData:
+    """A prepared dataset directory is used as is; raw text is prepared (cached) into ``out/data``,
+    encoded with ``tokenizer`` when given (a pretrained model's), else with one trained on it."""
     paths = split_paths(cfg.data.data)
     if len(paths) == 1 and (Path(paths[0]) / "meta.json").is_file():
         data = load_prepared(paths[0])
+        if tokenizer is not None and data.tokenizer.fingerprint() != tokenizer.fingerprint():
+            raise CLLMError(f"prepared dataset {paths[0]} was encoded with another tokenizer than "
+                            f"--init-from {cfg.train.init_from}'s: prepare the text again or pass the raw text")
         need = cfg.model.block_size + 1
         for split in ("train", "val"):
             if max((n for _, n in data.meta["shards"][split]), default=0) < need:
                 raise CLLMError(f"prepared dataset {paths[0]} has no {split} shard of block_size + 1 = {need} tokens")
         return data
-    return prepare(cfg.data, out / "data", min_tokens=cfg.model.block_size + 1, progress=cfg.train.progress)
+    return prepare(cfg.data, out / "data", min_tokens=cfg.model.block_size + 1, progress=cfg.train.progress,
+                   tokenizer=tokenizer)
 
 
 @dataclass
@@ -122,6 +128,7 @@ class Run:
     started: float = field(default_factory=time.perf_counter)
     skipped_steps: int = 0  # steps whose update was skipped (non-finite loss or gradient norm), resumes included
     bad_in_a_row: int = 0
+    dist: distributed.Dist = distributed.SINGLE  # this process's rank among several (distributed.py)
 
     def count_bad_step(self, step: int, loss: float, write) -> None:
         """After a step whose update the trainer skipped: count it, say so, and stop the run (CLLMError)
@@ -157,26 +164,37 @@ def open_run(cfg: Config, resume: bool | Checkpoint = False, overwrite: bool = F
     if not ckpt and not overwrite and any((out / name / "trainer_state.json").exists() for name in (LATEST, BEST)):
         raise CLLMError(f"{out} already holds a trained run: pass --resume to continue it, --overwrite to "
                         "replace it, or a different --out")
-    torch.set_num_threads(t.threads or os.cpu_count() or 1)
     device = resolve_device(t.device)
+    dist = distributed.init(t.parallel, device, t.optimizer, t.threads)  # SINGLE unless started by torchrun
+    dist.check_same_config(cfg.to_dict())
+    log = log if dist.main else _quiet
+    torch.set_num_threads(dist.threads(t.threads))
+    device = dist.device(device)
     random.seed(t.seed)
     np.random.seed(t.seed)
     torch.manual_seed(t.seed)
 
-    data = load_data(cfg, out)
+    pretrained = load_for_init(cfg) if t.init_from and not ckpt else None
+    if pretrained:
+        cfg = dataclasses.replace(cfg, model=pretrained.model)
+        log(f"cllm: starting from {t.init_from}: its model settings and tokenizer (dropout from this run)")
+    data = dist.in_turn(lambda: load_data(cfg, out, pretrained.tokenizer if pretrained else None))
     cfg = dataclasses.replace(cfg, model=resolve_vocab_size(cfg.model, data.tokenizer.vocab_size))
     if ckpt:
         check_resume_compatible(cfg, ckpt.config)
         if ckpt.state.get("data_fingerprint") != data.fingerprint:
             raise CLLMError("--resume: the training data or tokenizer changed since the checkpoint was written")
-    batches = Batches(data.shards("train"), t.batch_size, cfg.model.block_size, t.seed, device)
-    trainer = Trainer(cfg, batches, device, resolve_dtype(t.dtype, device), log=log)
-    run = Run(cfg, out, data, trainer, device)
+    batches = Batches(data.shards("train"), t.batch_size, cfg.model.block_size, dist.batch_seed(t.seed), device)
+    trainer = Trainer(cfg, batches, device, resolve_dtype(t.dtype, device), log=log, dist=dist)
+    dist.seed_rank(t.seed)  # other ranks: their own dropout streams, now that all have built the same model
+    run = Run(cfg, out, data, trainer, device, dist=dist)
     if ckpt:
         trainer.load_weights(ckpt)
         trainer.load_state_dict(ckpt.state, ckpt.optimizer_state())
         run.elapsed_before, run.best_val = ckpt.state["elapsed"], ckpt.state["best_val_loss"]
         run.skipped_steps = ckpt.state.get("skipped_steps", 0)
+    elif pretrained:
+        trainer.model.load_state_dict(pretrained.state_dict)
     out.mkdir(parents=True, exist_ok=True)
     return run
 
@@ -198,16 +216,24 @@ def train(cfg: Config, resume: bool | Checkpoint = False, log=print, on_step=Non
 
 def _train(cfg: Config, resume, log, on_step, overwrite: bool, setup) -> TrainResult:
     run = setup(cfg, resume, overwrite, log)
-    cfg, t, trainer, out = run.cfg, run.cfg.train, run.trainer, run.out
+    cfg, t, trainer, out, dist = run.cfg, run.cfg.train, run.trainer, run.out, run.dist
+    log = log if dist.main else _quiet  # rank 0 alone prints, shows progress, writes metrics and checkpoints
     log(f"cllm: {'resuming at step ' + str(trainer.step_count) if trainer.step_count else 'training'} on "
         f"{run.device} in {trainer.dtype}{' (compiled)' if trainer.compiled else ''}: "
         f"{trainer.model.num_params() / 1e6:.2f}M parameters, {run.data.meta['train_tokens']:,} train tokens")
     log("config: " + json.dumps(cfg.to_dict()))
+    if dist.enabled:
+        log(f"{dist.world_size} processes ({t.parallel}, {torch.distributed.get_backend()}): global batch "
+            f"{t.batch_size} x {t.grad_accum} x {dist.world_size} = {t.batch_size * t.grad_accum * dist.world_size} "
+            f"sequences of {cfg.model.block_size} tokens per step")
     result = TrainResult(out=out, step=trainer.step_count, best_val_loss=run.best_val)
     speed = Throughput(cfg, trainer)
     val_tokens = run.data.shards("val")
-    bar = tqdm(total=t.max_steps, initial=trainer.step_count, disable=not t.progress, unit="step", dynamic_ncols=True)
-    with _StopSignal() as stop, MetricsLog(out, t.log, trainer.step_count) as metrics, \
+    bar = tqdm(total=t.max_steps, initial=trainer.step_count, disable=not t.progress or not dist.main, unit="step",
+               dynamic_ncols=True)
+    write = bar.write if dist.main else _quiet
+    with _StopSignal() as stop, \
+            (MetricsLog(out, t.log, trainer.step_count) if dist.main else distributed.Discard()) as metrics, \
             deterministic_cpu_kernels(run.device):
         while trainer.step_count < t.max_steps:
             with speed.timed():
@@ -216,7 +242,7 @@ def _train(cfg: Config, resume, log, on_step, overwrite: bool, setup) -> TrainRe
             result.losses.append(loss)
             bar.update(1)
             if trainer.skipped:
-                run.count_bad_step(step, loss, bar.write)
+                run.count_bad_step(step, loss, write)
             else:
                 run.bad_in_a_row = 0
             if on_step is not None:
@@ -227,7 +253,7 @@ def _train(cfg: Config, resume, log, on_step, overwrite: bool, setup) -> TrainRe
                 if math.isfinite(val_loss) and (run.best_val is None or val_loss < run.best_val):
                     run.best_val = val_loss
                     trainer.save(out / BEST, run.data.tokenizer, run.state(), with_optimizer=False)
-                bar.write(f"step {step}: train loss {loss:.4f}, val loss {val_loss:.4f} "
+                write(f"step {step}: train loss {loss:.4f}, val loss {val_loss:.4f} "
                           f"(perplexity {math.exp(val_loss):.2f})")
             if step % t.log_interval == 0 or val_loss is not None or step == t.max_steps or trainer.skipped:
                 record = {"step": step, "loss": loss, "val_loss": val_loss, "lr": trainer.lr, **speed.take(),
@@ -236,18 +262,23 @@ def _train(cfg: Config, resume, log, on_step, overwrite: bool, setup) -> TrainRe
                 metrics.write(record)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{trainer.lr:.2e}", tok_s=f"{record['tokens_per_sec']:,.0f}",
                                 mfu=f"{record['mfu']:.0%}")
-            if step % t.save_interval == 0 or step == t.max_steps or stop.received:
+            stopping = dist.any(stop.received is not None)  # all ranks stop at the same step
+            if step % t.save_interval == 0 or step == t.max_steps or stopping:
                 trainer.save(out / LATEST, run.data.tokenizer, run.state())
-            if stop.received:
+            if stopping:
                 result.interrupted = True
-                bar.write(f"interrupted at step {step}: checkpoint saved in {out / LATEST}; "
+                write(f"interrupted at step {step}: checkpoint saved in {out / LATEST}; "
                           f"continue with: cllm train --out {out} --resume")
                 break
     bar.close()
     result.step, result.best_val_loss, result.elapsed = trainer.step_count, run.best_val, run.elapsed()
-    if not result.interrupted:
+    if not result.interrupted and dist.main:
         plot_losses(out / "metrics.jsonl", out / "loss.png")
     return result
+
+
+def _quiet(*args, **kwargs) -> None:
+    """``log`` on ranks other than 0."""
 
 
 class Throughput:
@@ -256,7 +287,9 @@ class Throughput:
 
     def __init__(self, cfg: Config, trainer: Trainer):
         self.tokens_per_step = trainer.tokens_per_step
-        self.peak = matmul_peak(torch.bfloat16 if trainer.dtype == "bfloat16" else torch.float32, trainer.device)
+        self.peak = matmul_peak(torch.bfloat16 if trainer.dtype == "bfloat16" else torch.float32, trainer.device,
+                                cfg.model, cfg.train.batch_size * cfg.model.block_size, warn=tqdm.write)
+        self.peak *= trainer.dist.world_size  # tokens/s are the whole job's
         self.flops_per_token = flops_per_token(cfg.model, trainer.model.num_params())
         self.seconds, self.tokens = 0.0, 0
 

@@ -25,6 +25,7 @@ from ..errors import CLLMError
 from ..evaluate import score_ids
 from ..model import GPT
 from ..runtime import apply_activation_checkpointing, autocast, compile_model
+from .distributed import SINGLE, Dist, FixedState
 from .optim import lr_at, make_optimizer
 
 
@@ -33,25 +34,28 @@ class Trainer:
     ``set_state()``. The model is built from ``cfg.model`` with torch's current seed, placed on
     ``device``, and compiled when ``cfg.train.compile`` (eager fallback if compiling fails).
     ``fused_optimizer=False`` gives AdamW's plain ``foreach`` path (the float32-eager reference).
+    With ``dist`` (distributed.py) the model is data-parallel (DDP, or FSDP2 sharded in place) and
+    ``self.wrapped`` is what forward/backward run through; ``self.model`` keeps today's parameter names.
     """
 
     def __init__(self, cfg: Config, batches, device: torch.device, dtype: str, fused_optimizer: bool = True,
-                 log=print):
-        self.cfg, self.batches, self.device, self.dtype, self.log = cfg, batches, device, dtype, log
+                 log=print, dist: Dist = SINGLE):
+        self.cfg, self.batches, self.device, self.dtype, self.log, self.dist = cfg, batches, device, dtype, log, dist
         self.model = GPT(cfg.model).to(device).train()
         if cfg.train.activation_checkpointing:
             apply_activation_checkpointing(self.model)
         if device.type == "cuda":
             torch.set_float32_matmul_precision("high")  # TF32 for any float32 matmul left outside autocast
-        self.forward = compile_model(self.model, cfg.train.compile, log)
+        self.wrapped = dist.wrap(self.model, dtype, device)  # the model itself in one process
+        self.forward = compile_model(self.wrapped, cfg.train.compile, log)
         self.optimizer = make_optimizer(self.model, cfg.train, fused=fused_optimizer)
         self.step_count = 0  # optimizer steps taken, resumed runs included
         self.tokens_seen = 0
-        self.tokens_per_step = cfg.train.batch_size * cfg.train.grad_accum * cfg.model.block_size
+        self.tokens_per_step = cfg.train.batch_size * cfg.train.grad_accum * cfg.model.block_size * dist.world_size
 
     @property
     def compiled(self) -> bool:
-        return self.forward is not self.model
+        return self.forward is not self.wrapped
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy of one micro-batch, x, y: [B, T], under the run's autocast."""
@@ -61,11 +65,12 @@ class Trainer:
     def micro_steps(self) -> float:
         """Forward and backward over grad_accum micro-batches (gradients summed); the mean loss."""
         accum, loss_sum = self.cfg.train.grad_accum, 0.0
-        for _ in range(accum):
-            loss = self.loss(*self.batches.get())
-            (loss / accum).backward()
+        for i in range(accum):
+            with self.dist.grad_sync(self.wrapped, sync=i == accum - 1):  # ranks reduce on the last only
+                loss = self.loss(*self.batches.get())
+                (loss / accum).backward()
             loss_sum += loss.item()
-        return loss_sum / accum
+        return self.dist.mean(loss_sum / accum)  # over all ranks: the global batch's loss
 
     def update(self, loss: float = 0.0) -> bool:
         """Clip the global gradient norm, take one optimizer step, clear the gradients. If ``loss`` or
@@ -97,7 +102,7 @@ class Trainer:
             except Exception as e:  # torch._dynamo wraps compiler failures in many types
                 # always shown (above any progress bar), even when the caller silences ``log``
                 tqdm.write(f"note: torch.compile failed ({type(e).__name__}); continuing eagerly")
-                self.forward = self.model
+                self.forward = self.wrapped
                 self.optimizer.zero_grad(set_to_none=True)
                 self.batches.set_state(batch_state)
                 loss = self.micro_steps()
@@ -110,26 +115,47 @@ class Trainer:
         return validation_loss(self.model, val_tokens, self.cfg, self.device, seed, self.dtype)
 
     def state_dict(self) -> dict:
-        """JSON-serialisable: step, tokens seen, and every RNG with the batch sampler's state."""
-        return {"step": self.step_count, "tokens_seen": self.tokens_seen, "rng": _rng_state(self.batches)}
+        """JSON-serialisable: step, tokens seen, and every RNG with the batch sampler's state (of
+        every rank when distributed: ``rng_ranks``, rank 0's also as ``rng``)."""
+        state = {"step": self.step_count, "tokens_seen": self.tokens_seen, "rng": _rng_state(self.batches)}
+        if self.dist.enabled:
+            state["rng_ranks"] = self.dist.gather(state["rng"])
+        return state
 
     def load_state_dict(self, state: dict, optimizer_state: dict) -> None:
         """Restore what ``state_dict`` returned and the optimizer's state (weights are loaded apart)."""
         try:
-            self.optimizer.load_state_dict(optimizer_state)
+            self.optimizer.load_state_dict(self.dist.shard_optimizer_state(self.optimizer, optimizer_state))
         except (ValueError, KeyError, RuntimeError) as e:
             raise CLLMError(f"optimizer state does not match the model: {e}") from None
-        _set_rng_state(state["rng"], self.batches)
         self.step_count, self.tokens_seen = state["step"], state["tokens_seen"]
+        ranks = state.get("rng_ranks") or [state["rng"]]
+        if len(ranks) == self.dist.world_size:
+            _set_rng_state(ranks[self.dist.rank], self.batches)
+        else:  # weights and optimizer carry over exactly; the data order cannot, so it is drawn afresh
+            self.dist.seed_rank(self.cfg.train.seed, self.step_count, self.batches)
+            self.log(f"note: checkpoint written by {len(ranks)} process(es), resumed by {self.dist.world_size}: "
+                     "weights and optimizer state continue exactly, the data order is re-seeded")
 
     def load_weights(self, checkpoint: Checkpoint) -> None:
-        checkpoint.load_weights(self.model)
+        self.dist.load_weights(self.model, checkpoint, self._plain_model)
+
+    def _plain_model(self) -> GPT:
+        return GPT(self.cfg.model)
 
     def save(self, target, tokenizer, extra_state: dict, with_optimizer: bool = True):
         """Write a checkpoint (atomically): weights, optionally optimizer state, and this trainer's
         state merged with ``extra_state`` (config, data fingerprint, ...)."""
         state = {**extra_state, **self.state_dict()}
-        return save_checkpoint(target, self.model, tokenizer, state, self.optimizer if with_optimizer else None)
+        if not self.dist.enabled:
+            return save_checkpoint(target, self.model, tokenizer, state, self.optimizer if with_optimizer else None)
+        # every rank takes part in gathering (FSDP: full tensors); rank 0 alone writes
+        model = self.dist.full_weights(self.model, self._plain_model)
+        optimizer = FixedState(self.dist.full_optimizer_state(self.optimizer)) if with_optimizer else None
+        if self.dist.main:
+            save_checkpoint(target, model, tokenizer, state, optimizer)
+        self.dist.barrier()
+        return target
 
 
 @torch.no_grad()
