@@ -122,6 +122,32 @@ def _weights_hash(ckpt: Checkpoint) -> str:
     return info.get("sha256", "")
 
 
+def load_conversations(cfg: Config, tokenizer, log=print) -> FinetuneData:
+    """``cfg.data.data``'s conversations, rendered and split into train and val by conversation."""
+    data = read_conversations(cfg.data.data, tokenizer, cfg.model.block_size, cfg.data.skip_bad_lines)
+    if data.skipped:
+        first_line, reason = data.skipped[0]
+        log(f"cllm: skipped {len(data.skipped)} bad line(s) of {cfg.data.data} (first: line {first_line}: {reason})")
+    train_set, val_set = split_conversations(data, cfg.data.val_fraction, cfg.data.split_seed)
+    fingerprint = hashlib.sha256(f"{train_set.fingerprint()} {val_set.fingerprint()} {tokenizer.fingerprint()}"
+                                 .encode()).hexdigest()[:16]
+    return FinetuneData(tokenizer, train_set, val_set, fingerprint, meta={
+        "train_tokens": train_set.tokens, "train_conversations": len(train_set.conversations),
+        "val_conversations": len(val_set.conversations), "skipped_lines": len(data.skipped)})
+
+
+def check_resume(cfg: Config, ckpt: Checkpoint, fingerprint: str, info: dict, lora: LoraSpec | None) -> None:
+    """CLLMError if the run being resumed differs from the checkpoint in settings, data, LoRA or base."""
+    check_resume_compatible(cfg, ckpt.config)
+    if ckpt.state.get("data_fingerprint") != fingerprint:
+        raise CLLMError("--resume: the fine-tuning data or tokenizer changed since the checkpoint was written")
+    saved = ckpt.state.get("finetune") or {}
+    if saved.get("lora") != info["lora"]:
+        raise CLLMError(f"--resume: LoRA settings {info['lora']} differ from the checkpoint's {saved.get('lora')}")
+    if lora and saved.get("base_weights_sha256") != info["base_weights_sha256"]:
+        raise CLLMError(f"--resume: the base model {cfg.train.init_from} changed since this LoRA run started")
+
+
 def open_finetune(cfg: Config, resume: bool | Checkpoint = False, overwrite: bool = False, log=print, *,
                   lora: LoraSpec | None = None) -> FinetuneRun:
     """Set a fine-tuning run up for the loop (``cllm.training.loop.train``'s ``setup``): the base
@@ -146,28 +172,12 @@ def open_finetune(cfg: Config, resume: bool | Checkpoint = False, overwrite: boo
     vocab = max(base_model.cfg.vocab_size, tokenizer.vocab_size)
     # the base model's settings, its vocabulary grown by the reserved tokens; dropout is this run's
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(base_model.cfg, vocab_size=vocab, dropout=cfg.model.dropout))
-    data = read_conversations(cfg.data.data, tokenizer, cfg.model.block_size, cfg.data.skip_bad_lines)
-    if data.skipped:
-        first_line, reason = data.skipped[0]
-        log(f"cllm: skipped {len(data.skipped)} bad line(s) of {cfg.data.data} (first: line {first_line}: {reason})")
-    train_set, val_set = split_conversations(data, cfg.data.val_fraction, cfg.data.split_seed)
-    fingerprint = hashlib.sha256(f"{train_set.fingerprint()} {val_set.fingerprint()} {tokenizer.fingerprint()}"
-                                 .encode()).hexdigest()[:16]
-    run_data = FinetuneData(tokenizer, train_set, val_set, fingerprint, meta={
-        "train_tokens": train_set.tokens, "train_conversations": len(train_set.conversations),
-        "val_conversations": len(val_set.conversations), "skipped_lines": len(data.skipped)})
+    run_data = load_conversations(cfg, tokenizer, log)
+    train_set, val_set, fingerprint = run_data.train, run_data.val, run_data.fingerprint
     info = {"base": str(t.init_from), "base_weights_sha256": _weights_hash(base_ckpt),
             "lora": lora.to_dict() if lora else None}
     if ckpt:
-        check_resume_compatible(cfg, ckpt.config)
-        if ckpt.state.get("data_fingerprint") != fingerprint:
-            raise CLLMError("--resume: the fine-tuning data or tokenizer changed since the checkpoint was written")
-        saved = ckpt.state.get("finetune") or {}
-        if saved.get("lora") != info["lora"]:
-            raise CLLMError(f"--resume: LoRA settings {info['lora']} differ from the checkpoint's {saved.get('lora')}")
-        if lora and saved.get("base_weights_sha256") != info["base_weights_sha256"]:
-            raise CLLMError(f"--resume: the base model {t.init_from} changed since this LoRA run started")
-
+        check_resume(cfg, ckpt, fingerprint, info, lora)
     weights = grow_vocab(base_model, vocab, seed=t.seed).state_dict()
     batches = ConversationBatches(train_set, t.batch_size, cfg.model.block_size, t.seed, device)
     trainer = FinetuneTrainer(cfg, batches, device, resolve_dtype(t.dtype, device), weights, lora, log=log)
