@@ -237,7 +237,7 @@ def test_sigterm_to_the_launcher_saves_a_checkpoint_and_exits(tmp_path, corpus):
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the workers through /proc")
 def test_elastic_restart_resumes_from_the_latest_checkpoint(tmp_path, corpus):
     proc = subprocess.Popen([sys.executable, "-m", "cllm", *_train_args(
-        corpus, tmp_path / "run", "--nproc", "2", "--max-steps", "400", "--save-interval", "10",
+        corpus, tmp_path / "run", "--nproc", "2", "--max-steps", "150", "--save-interval", "10",
         "--eval-interval", "1000", "--max-restarts", "1")], cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)
     try:
@@ -248,7 +248,7 @@ def test_elastic_restart_resumes_from_the_latest_checkpoint(tmp_path, corpus):
         proc.kill()
     assert proc.returncode == 0, err[:2000] + " ... " + err[-3000:]
     assert "restart 1: resuming from the latest checkpoint" in out and "resuming at step" in out
-    assert "done: 400 steps" in out
+    assert "done: 150 steps" in out
 
 
 # -- 5. another world size on resume; bad input ---------------------------------------------------------------
@@ -283,3 +283,12 @@ def test_launch_errors_are_one_line(tmp_path, capsys):
     assert "--nnodes > 1 needs --rdzv-endpoint" in capsys.readouterr().err
     assert cli_main(["train", "--nproc", "0", "--out", str(tmp_path / "r")]) == 2
     assert "nproc must be >= 1" in capsys.readouterr().err
+
+
+def test_a_missing_rendezvous_is_one_line(tmp_path, corpus):
+    env = dict(_env(), CLLM_RDZV_TIMEOUT="3")
+    proc = subprocess.run([sys.executable, "-m", "cllm", *_train_args(
+        corpus, tmp_path / "run", "--nnodes", "2", "--rdzv-endpoint", f"127.0.0.1:{_free_port()}")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("cllm: error: the launch failed: no rendezvous at 127.0.0.1")

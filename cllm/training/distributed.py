@@ -389,7 +389,7 @@ def launch(argv: list[str], nproc: int, nnodes: int = 1, node_rank: int = 0, rdz
     args = ["--nproc-per-node", str(nproc), "--nnodes", str(nnodes), "--max-restarts", str(max_restarts)]
     if rdzv_endpoint:
         args += ["--node-rank", str(node_rank), "--rdzv-backend", "c10d", "--rdzv-endpoint", rdzv_endpoint,
-                 "--rdzv-conf", "join_timeout=" + os.environ.get("CLLM_RDZV_TIMEOUT", "300")]
+                 "--rdzv-conf", f"join_timeout={os.environ.get('CLLM_RDZV_TIMEOUT', '300')},read_timeout=60"]
     else:
         args += ["--standalone"]
     args += ["-m", "cllm"]
@@ -411,5 +411,9 @@ def launch(argv: list[str], nproc: int, nnodes: int = 1, node_rank: int = 0, rdz
             print(f"cllm: stopped by {signal.Signals(sig).name}; rank 0 saved a checkpoint if training had "
                   "started (continue with --resume)", file=sys.stderr)
             return 128 + int(sig)
-        raise CLLMError(f"cannot start the {nproc}-process launch: {type(e).__name__}: {_first_line(e)}") from None
+        where = f" at {rdzv_endpoint}" if rdzv_endpoint else ""
+        raise CLLMError(f"the launch failed: no rendezvous{where} ({type(e).__name__}: {_first_line(e)}); with "
+                        "--nnodes every machine must start within CLLM_RDZV_TIMEOUT seconds (default 300) and reach "
+                        "--rdzv-endpoint" if "Rendezvous" in type(e).__name__ else
+                        f"the launch failed: {type(e).__name__}: {_first_line(e)}") from None
     return 0
