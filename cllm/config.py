@@ -174,8 +174,9 @@ class Config:
             raise CLLMError(f"eval_batches must be >= 0 (0 = the whole validation split), got {t.eval_batches}")
         if t.nproc < 1:
             raise CLLMError(f"nproc must be >= 1, got {t.nproc}")
-        if t.warmup_steps < 0 or t.weight_decay < 0 or t.grad_clip < 0 or t.threads < 0 or t.sample_tokens < 0:
-            raise CLLMError("warmup_steps, weight_decay, grad_clip, threads and sample_tokens must be >= 0")
+        for name in ("warmup_steps", "weight_decay", "grad_clip", "threads", "sample_tokens"):
+            if getattr(t, name) < 0:
+                raise CLLMError(f"{name} must be >= 0, got {getattr(t, name)}")
         if not (0.0 <= t.beta1 < 1.0 and 0.0 <= t.beta2 < 1.0):
             raise CLLMError(f"beta1 and beta2 must be in [0, 1), got {t.beta1}, {t.beta2}")
         if not 0.0 < t.decay_fraction <= 1.0:

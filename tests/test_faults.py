@@ -193,6 +193,7 @@ def test_the_lock_is_reentrant_and_not_inherited_by_forked_children(tmp_path):
     import fcntl
 
     run = tmp_path / "run"
+    run.mkdir()
     with run_lock(run):
         with run_lock(run):  # cllm train takes it before reading the checkpoint, then train() again
             pass

@@ -35,6 +35,9 @@ def cmd_train(args) -> int:
             checkpoint = load_run_checkpoint(out)
         cfg = config_from_args(args, base=checkpoint.config if checkpoint else None)
         if checkpoint and checkpoint.state["step"] >= cfg.train.max_steps:
+            from ..training.loop import check_resume_compatible
+
+            check_resume_compatible(cfg, checkpoint.config)  # contradicting flags are an error even so
             step = checkpoint.state["step"]
             print(f"{out} is finished: it has run {step} steps (max_steps {cfg.train.max_steps}), nothing to do; "
                   f"to train it longer: cllm train --out {out} --resume --max-steps {2 * step}")

@@ -88,6 +88,8 @@ def load_prepared(data_dir: str | Path) -> PreparedData:
         raise CLLMError(f"{data_dir} is not a prepared dataset (no meta.json)")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if not isinstance(meta, dict):
+            raise TypeError("meta.json is not a JSON object")
         if meta.get("version") != META_VERSION:
             raise CLLMError(f"prepared dataset {data_dir} has format version {meta.get('version')}, this cllm "
                             f"reads version {META_VERSION}; run cllm prepare again")

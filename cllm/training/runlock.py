@@ -55,6 +55,7 @@ def run_lock(out: str | Path, create: bool = True):
     if fcntl is None or os.environ.get("RANK", "0") != "0" or (not create and not out.is_dir()):
         yield  # (distributed: rank 0 holds it for all ranks)
         return
+    created = [p for p in (out, *out.parents) if not p.exists()]  # removed again if the run leaves nothing
     out.mkdir(parents=True, exist_ok=True)
     path = out / LOCK_FILE
     key = os.path.realpath(path)
@@ -82,4 +83,10 @@ def run_lock(out: str | Path, create: bool = True):
         yield
     finally:
         _held.pop(key, None)
+        if created:  # a run that failed before writing anything leaves no directory behind
+            with contextlib.suppress(OSError):
+                if [p.name for p in out.iterdir()] == [LOCK_FILE]:
+                    path.unlink()
+                    for p in created:
+                        p.rmdir()
         os.close(fd)  # releases the lock
