@@ -115,7 +115,7 @@ class Dist:
         """The mean of ``value`` over all ranks (the loss of the whole global batch)."""
         if not self.enabled:
             return value
-        t = torch.tensor([value], dtype=torch.float64)
+        t = torch.tensor([value], dtype=torch.float64, device=_comm_device())
         torch.distributed.all_reduce(t)
         return float(t.item()) / self.world_size
 
@@ -123,7 +123,7 @@ class Dist:
         """True on every rank if it is true on any (a stop signal seen by one rank stops all at the same step)."""
         if not self.enabled:
             return bool(flag)
-        t = torch.tensor([1 if flag else 0], dtype=torch.int32)
+        t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=_comm_device())
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
         return bool(t.item())
 
@@ -262,6 +262,13 @@ class Dist:
 
 
 SINGLE = Dist()
+
+
+def _comm_device() -> torch.device:
+    """Where collective tensors live: NCCL reduces GPU tensors only, gloo CPU ones."""
+    if torch.distributed.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def _full(t):
