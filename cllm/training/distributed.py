@@ -109,6 +109,11 @@ class Dist:
         if batches is not None:
             batches.set_state(np.random.PCG64([seed, self.rank, step, int(s[2])]).state)
 
+    def describe(self, batch_size: int, grad_accum: int, block_size: int) -> str:
+        return (f"{self.world_size} processes ({self.parallel}, {torch.distributed.get_backend()}): global batch "
+                f"{batch_size} x {grad_accum} x {self.world_size} = {batch_size * grad_accum * self.world_size} "
+                f"sequences of {block_size} tokens per step")
+
     # -- communication ----------------------------------------------------------------------------
 
     def mean(self, value: float) -> float:

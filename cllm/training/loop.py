@@ -223,9 +223,7 @@ def _train(cfg: Config, resume, log, on_step, overwrite: bool, setup) -> TrainRe
         f"{trainer.model.num_params() / 1e6:.2f}M parameters, {run.data.meta['train_tokens']:,} train tokens")
     log("config: " + json.dumps(cfg.to_dict()))
     if dist.enabled:
-        log(f"{dist.world_size} processes ({t.parallel}, {torch.distributed.get_backend()}): global batch "
-            f"{t.batch_size} x {t.grad_accum} x {dist.world_size} = {t.batch_size * t.grad_accum * dist.world_size} "
-            f"sequences of {cfg.model.block_size} tokens per step")
+        log(dist.describe(t.batch_size, t.grad_accum, cfg.model.block_size))
     result = TrainResult(out=out, step=trainer.step_count, best_val_loss=run.best_val)
     speed = Throughput(cfg, trainer)
     val_tokens = run.data.shards("val")
