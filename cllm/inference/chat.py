@@ -47,7 +47,8 @@ class ChatSession:
 
     def prompt_ids(self) -> list[int]:
         """The rendered conversation asking for the next reply, oldest turns dropped until it leaves
-        ``min(max_new_tokens, block_size // 2)`` positions for the reply."""
+        ``min(max_new_tokens, block_size // 2)`` positions for the reply (or only the last message is
+        left: it is refused only if it leaves no position at all)."""
         budget = self.block_size - max(1, min(self.max_new_tokens, self.block_size // 2))
         ids = render_prompt(self._messages(), self.tokenizer)
         while len(ids) > budget and len(self.history) > 1:
@@ -57,10 +58,10 @@ class ChatSession:
                 self.history.pop(0)
                 self.dropped += 1
             ids = render_prompt(self._messages(), self.tokenizer)
-        if len(ids) > budget:
+        if len(ids) >= self.block_size:  # not even one position left for the reply
             self.history = self.history[:-1]
             raise CLLMError(f"the message is too long for this model: {len(ids)} tokens with the template, "
-                            f"the context leaves {budget} for it (block_size {self.block_size})")
+                            f"the context holds {self.block_size} (block_size) with the reply")
         return ids
 
     def reply(self, text: str, on_text: Callable[[str], None] | None = None) -> str:
