@@ -3,6 +3,8 @@
 Shapes: B = batch, T = time (<= block_size), C = n_embd, H = n_head, D = C / H, V = vocab_size.
 The whole batch goes through one ``[B, T]`` forward; attention and dropout come from
 ``cllm.kernels`` (fused SDPA, or written-out ops Inductor fuses when compiled for a CPU).
+Generation passes a KV cache (``cllm.inference``): the forward then continues what the cache
+holds, so each new token costs one position; without one (training, eval) nothing changes.
 Compilation and activation checkpointing are applied from outside (``cllm.runtime``).
 The defaults are GPT-2's choices (LayerNorm, GELU MLP, tied embeddings) with RoPE positions;
 ModelConfig switches in learned or fixed positional tables, RMSNorm, QK-norm, ReLU² or SwiGLU,
