@@ -342,7 +342,11 @@ def init(parallel: str, device: torch.device, optimizer: str = "adamw", threads:
     if not torch.distributed.is_initialized():
         timeout = datetime.timedelta(seconds=float(os.environ.get("CLLM_DIST_TIMEOUT", "1800")))
         try:
-            torch.distributed.init_process_group(backend, timeout=timeout)
+            # The elastic agent's store outlives a restart, and in torch 2.13 a restarted job's gloo could
+            # read the previous attempt's addresses from it and hang: keys are kept apart per attempt.
+            store, rank, world = next(torch.distributed.rendezvous("env://", timeout=timeout))
+            store = torch.distributed.PrefixStore(f"cllm/attempt_{restart_count()}", store)
+            torch.distributed.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout)
         except Exception as e:  # the store or a peer cannot be reached
             raise CLLMError(f"rank {d.rank} cannot join the process group: {_first_line(e)}") from None
     _current = d
