@@ -87,11 +87,19 @@ class RankSlice:
 
 
 def _equivalence_run(cfg, tokens, rank: int, world: int, dist) -> list[float]:
+    """20 training losses, then the validation loss of the distributed model and (rank 0) of a plain
+    one-process copy of its weights on the same split."""
+    from cllm.training.trainer import validation_loss
+
     torch.manual_seed(cfg.train.seed)
     batches = RankSlice(Batches(tokens, cfg.train.batch_size * world, cfg.model.block_size, 5), rank, world)
     trainer = Trainer(cfg, batches, torch.device("cpu"), "float32", fused_optimizer=False, log=lambda *a: None,
                       dist=dist)
-    return [trainer.step() for _ in range(20)]
+    losses = [trainer.step() for _ in range(20)]
+    plain = dist.full_weights(trainer.model, trainer._plain_model)
+    val = trainer.val_loss(tokens[:2000], 7)
+    single = validation_loss(plain, tokens[:2000], cfg, torch.device("cpu"), 7, "float32") if plain else val
+    return losses + [val, single]
 
 
 WORKER = """
@@ -130,10 +138,12 @@ def test_two_ranks_match_one_process_on_the_same_sequences(tmp_path):
     cfg.train.batch_size = 8  # one process, the same 8 sequences per micro-batch
     from cllm.training.distributed import SINGLE
 
-    reference = _equivalence_run(cfg, tokens, 0, 1, SINGLE)
+    reference = _equivalence_run(cfg, tokens, 0, 1, SINGLE)[:20]
     for parallel in ("ddp", "fsdp"):
-        assert len(got[parallel]) == 20
-        diff = max(abs(a - b) for a, b in zip(got[parallel], reference))
+        assert len(got[parallel]) == 22
+        *losses, val, single_val = got[parallel]
+        assert abs(val - single_val) < 1e-6  # the distributed val loss is one process's on the same split
+        diff = max(abs(a - b) for a, b in zip(losses, reference))
         assert diff < 1e-5, (parallel, diff, got[parallel][:3], reference[:3])
     assert reference[-1] < reference[0] - 0.02  # it learns (random tokens: only their frequencies)
 
