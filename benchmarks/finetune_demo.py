@@ -117,6 +117,7 @@ def main() -> None:
     p.add_argument("--pretrain-steps", type=int, default=300)
     p.add_argument("--finetune-steps", type=int, default=150)
     p.add_argument("--compile", action="store_true", help="torch.compile the training runs")
+    p.add_argument("--reuse-base", action="store_true", help="keep OUT/base if it is there (skip pre-training)")
     p.add_argument("--lora-rank", type=int, default=8)
     p.add_argument("--test", type=int, default=50, help="held-out examples per task")
     args = p.parse_args()
@@ -147,10 +148,11 @@ def main() -> None:
     # 2. pre-train, 3. fine-tune
     times = {}
     compile_flag = "--compile" if args.compile else "--no-compile"  # compiling costs more than it saves here
-    times["pretrain"] = cllm("train", "--preset", "small", "--n-layer", "3", "--block-size", str(BLOCK), "--max-steps",
-                             str(args.pretrain_steps), "--warmup-steps", "50", "--eval-interval",
-                             str(args.pretrain_steps), "--out", str(out / "base"), "--overwrite", "--no-progress",
-                             "--sample-tokens", "0", compile_flag)
+    if not (args.reuse_base and (out / "base" / "ckpt").is_dir()):
+        times["pretrain"] = cllm("train", "--preset", "small", "--n-layer", "3", "--block-size", str(BLOCK), "--max-steps",
+                                 str(args.pretrain_steps), "--warmup-steps", "50", "--eval-interval",
+                                 str(args.pretrain_steps), "--out", str(out / "base"), "--overwrite", "--no-progress",
+                                 "--sample-tokens", "0", compile_flag)
     common = ["--checkpoint", str(out / "base"), "--data", str(train_file), "--max-steps", str(args.finetune_steps),
               "--batch-size", "12", "--eval-interval", str(max(1, args.finetune_steps // 2)), "--val-fraction", "0.02",
               "--warmup-steps", "10", "--overwrite",
