@@ -189,6 +189,8 @@ class Dist:
             return model
         from torch.nn.parallel import DistributedDataParallel
 
+        if device.type == "cpu":  # one compiled graph: splitting it at DDP's buckets (for overlap) measured slower on CPU
+            torch._dynamo.config.optimize_ddp = False
         return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     def grad_sync(self, wrapped: torch.nn.Module, sync: bool):
