@@ -7,6 +7,7 @@ chosen by the launcher) or a free port found here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -200,6 +201,15 @@ def _workers(launcher_pid: int) -> dict[int, int]:
     return found
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    """Kill a launcher and its workers (a failed test must not leave workers behind)."""
+    for pid in _workers(proc.pid).values():
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    proc.kill()
+    proc.wait()
+
+
 def _start_long_run(tmp_path, corpus, *extra) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "cllm", *_train_args(
         corpus, tmp_path / "run", "--nproc", "2", "--max-steps", "100000", "--save-interval", "20", *extra)],
@@ -222,7 +232,7 @@ def test_a_killed_rank_stops_the_job_with_one_clear_line(tmp_path, corpus):
         killed = time.monotonic()
         _, err = proc.communicate(timeout=60)
     finally:
-        proc.kill()
+        _stop(proc)
     assert time.monotonic() - killed < 60
     assert proc.returncode not in (0, None)
     last = err.strip().splitlines()[-1]
@@ -237,7 +247,7 @@ def test_sigterm_to_the_launcher_saves_a_checkpoint_and_exits(tmp_path, corpus):
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     finally:
-        proc.kill()
+        _stop(proc)
     assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
     assert "interrupted at step" in out
     state = json.loads((tmp_path / "run" / "ckpt" / "trainer_state.json").read_text())
@@ -255,7 +265,7 @@ def test_elastic_restart_resumes_from_the_latest_checkpoint(tmp_path, corpus):
         os.kill(_workers(proc.pid)[1], signal.SIGKILL)
         out, err = proc.communicate(timeout=120)
     finally:
-        proc.kill()
+        _stop(proc)
     assert proc.returncode == 0, err[:2000] + " ... " + err[-3000:]
     assert "restart 1: resuming from the latest checkpoint" in out and "resuming at step" in out
     assert "done: 150 steps" in out
