@@ -26,12 +26,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint import BEST, LATEST, Checkpoint, load_checkpoint, load_model, save_checkpoint
+from ..checkpoint import Checkpoint, load_checkpoint, load_model, save_checkpoint
 from ..config import Config
 from ..errors import CLLMError
 from ..model import GPT
 from ..runtime import autocast, compile_model, resolve_device, resolve_dtype
-from ..training.loop import Run, TrainResult, check_resume_compatible, load_run_checkpoint, train
+from ..training.loop import Run, TrainResult, check_resume_compatible, checkpoint_to_resume, train
 from ..training.optim import make_optimizer
 from ..training.trainer import Trainer
 from .conversations import IGNORE, ConversationBatches, ConversationSet, eval_batches, read_conversations, \
@@ -154,10 +154,7 @@ def open_finetune(cfg: Config, resume: bool | Checkpoint = False, overwrite: boo
     model from ``cfg.train.init_from``, the conversations of ``cfg.data.data``, the trainer."""
     t = cfg.train
     out = Path(t.out)
-    ckpt = resume if isinstance(resume, Checkpoint) else load_run_checkpoint(out) if resume else None
-    if not ckpt and not overwrite and any((out / name / "trainer_state.json").exists() for name in (LATEST, BEST)):
-        raise CLLMError(f"{out} already holds a trained run: pass --resume to continue it, --overwrite to "
-                        "replace it, or a different --out")
+    ckpt = checkpoint_to_resume(out, resume, overwrite)
     if not t.init_from:
         raise CLLMError("fine-tuning needs the base model: --checkpoint RUN")
     device = resolve_device(t.device)

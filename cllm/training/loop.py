@@ -155,15 +155,23 @@ class Run:
                 "data_fingerprint": self.data.fingerprint, "skipped_steps": self.skipped_steps}
 
 
+def checkpoint_to_resume(out: Path, resume: bool | Checkpoint, overwrite: bool) -> Checkpoint | None:
+    """The checkpoint a run continues from: the one the caller read, or ``out``'s latest when
+    ``resume`` is True, or None for a fresh run, which refuses to replace a trained run in ``out``
+    unless ``overwrite`` is set, so an earlier run is never lost by accident."""
+    ckpt = resume if isinstance(resume, Checkpoint) else load_run_checkpoint(out) if resume else None
+    if not ckpt and not overwrite and any((out / name / "trainer_state.json").exists() for name in (LATEST, BEST)):
+        raise CLLMError(f"{out} already holds a trained run: pass --resume to continue it, --overwrite to "
+                        "replace it, or a different --out")
+    return ckpt
+
+
 def open_run(cfg: Config, resume: bool | Checkpoint = False, overwrite: bool = False, log=print) -> Run:
     """Data prepared, model built (and restored when resuming), ready to step. ``resume`` is True
     (read ``cfg.train.out``'s latest checkpoint) or a checkpoint the caller has already read."""
     t = cfg.train
     out = Path(t.out)
-    ckpt = resume if isinstance(resume, Checkpoint) else load_run_checkpoint(out) if resume else None
-    if not ckpt and not overwrite and any((out / name / "trainer_state.json").exists() for name in (LATEST, BEST)):
-        raise CLLMError(f"{out} already holds a trained run: pass --resume to continue it, --overwrite to "
-                        "replace it, or a different --out")
+    ckpt = checkpoint_to_resume(out, resume, overwrite)
     device = resolve_device(t.device)
     dist = distributed.init(t.parallel, device, t.optimizer, t.threads)  # SINGLE unless started by torchrun
     dist.check_same_config(cfg.to_dict())
