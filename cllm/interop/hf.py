@@ -173,19 +173,13 @@ def _llama(m: ModelConfig, sd: dict, qwen3: bool) -> tuple[dict, dict]:
         t[h + "input_layernorm.weight"] = sd[b + "ln_1.weight"]
         t[h + "post_attention_layernorm.weight"] = sd[b + "ln_2.weight"]
         # c_attn [3C, C] is q, k, v stacked; c_fc [2F, C] is gate then value (SiLU(gate) * value).
-        for part, name in zip(sd[b + "attn.c_attn.weight"].split(C), ("q_proj", "k_proj", "v_proj")):
-            t[h + f"self_attn.{name}.weight"] = part
-        t[h + "self_attn.o_proj.weight"] = sd[b + "attn.c_proj.weight"]
-        gate, up = sd[b + "mlp.c_fc.weight"].split(F)
-        t[h + "mlp.gate_proj.weight"], t[h + "mlp.up_proj.weight"] = gate, up
-        t[h + "mlp.down_proj.weight"] = sd[b + "mlp.c_proj.weight"]
-        if m.bias:
-            for part, name in zip(sd[b + "attn.c_attn.bias"].split(C), ("q_proj", "k_proj", "v_proj")):
-                t[h + f"self_attn.{name}.bias"] = part
-            t[h + "self_attn.o_proj.bias"] = sd[b + "attn.c_proj.bias"]
-            gate_b, up_b = sd[b + "mlp.c_fc.bias"].split(F)
-            t[h + "mlp.gate_proj.bias"], t[h + "mlp.up_proj.bias"] = gate_b, up_b
-            t[h + "mlp.down_proj.bias"] = sd[b + "mlp.c_proj.bias"]
+        for kind in ("weight", "bias") if m.bias else ("weight",):  # biases split like their weights
+            for part, name in zip(sd[b + f"attn.c_attn.{kind}"].split(C), ("q_proj", "k_proj", "v_proj")):
+                t[h + f"self_attn.{name}.{kind}"] = part
+            t[h + f"self_attn.o_proj.{kind}"] = sd[b + f"attn.c_proj.{kind}"]
+            gate, up = sd[b + f"mlp.c_fc.{kind}"].split(F)
+            t[h + f"mlp.gate_proj.{kind}"], t[h + f"mlp.up_proj.{kind}"] = gate, up
+            t[h + f"mlp.down_proj.{kind}"] = sd[b + f"mlp.c_proj.{kind}"]
         if qwen3:  # cllm's QK-norm has no weight: Qwen3's per-head RMSNorm with weight 1
             t[h + "self_attn.q_norm.weight"] = torch.ones(C // H)
             t[h + "self_attn.k_norm.weight"] = torch.ones(C // H)
