@@ -26,10 +26,14 @@ def resolve_dtype(name: str, device: torch.device) -> str:
     return "bfloat16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "float32"
 
 
-def compile_model(model: torch.nn.Module, enabled: bool, log=print):
-    """torch.compile(model) when enabled and a compiler is available; otherwise the model itself.
+def compile_model(model: torch.nn.Module, enabled: bool, log=print, scope: str = "model"):
+    """The model under torch.compile when enabled and a compiler is available; otherwise the model itself.
 
-    Compilation happens lazily at the first call; ``train`` falls back to eager if that fails.
+    scope "model" compiles the whole forward as one graph. scope "blocks" (regional compilation)
+    compiles the transformer block once and every layer reuses that code, so a cold compile costs
+    about one block's, not n_layer blocks' (docs/BENCHMARKS.md); embeddings, final norm and loss
+    run eagerly around it. Compilation happens lazily at the first call; ``Trainer.step`` falls
+    back to eager if that fails.
     """
     if not enabled:
         return model
@@ -37,7 +41,34 @@ def compile_model(model: torch.nn.Module, enabled: bool, log=print):
         if not (shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++") or shutil.which("clang++")):
             log("note: no C++ compiler found, so training runs eagerly (--no-compile to silence this)")
             return model
+    if scope == "blocks":
+        return CompiledBlocks(model)
     return torch.compile(model)
+
+
+class CompiledBlocks:
+    """Calls ``model`` with each of its transformer blocks compiled (regional compilation).
+
+    The compiled blocks are switched in only for the duration of a call through this object, so
+    the model itself stays eager everywhere else (validation, sampling, export) and never compiles
+    graphs it does not need. Backward runs the compiled backward that the forward recorded.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+        inner = getattr(model, "module", model)  # DDP keeps the model as .module
+        # Module.compile() stores its compiled __call__ here; every block shares Module._call_impl's
+        # code, so dynamo compiles it once and the other layers hit that cache.
+        self.blocks = [(block, torch.compile(block._call_impl)) for block in inner.blocks]
+
+    def __call__(self, *args, **kwargs):
+        for block, compiled in self.blocks:
+            block._compiled_call_impl = compiled
+        try:
+            return self.model(*args, **kwargs)
+        finally:
+            for block, _ in self.blocks:
+                block._compiled_call_impl = None
 
 
 def apply_activation_checkpointing(model: torch.nn.Module) -> None:

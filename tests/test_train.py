@@ -252,11 +252,38 @@ def test_activation_checkpointing_gives_the_same_losses(tmp_path, corpus_file):
     assert all(math.isclose(a, b, rel_tol=1e-5) for a, b in zip(plain.losses, ckpt.losses))
 
 
-def test_compiled_training_matches_eager(tmp_path, corpus_file):
+@pytest.mark.parametrize("scope", ["blocks", "model"])
+def test_compiled_training_matches_eager(tmp_path, corpus_file, scope):
     common = dict(data=str(corpus_file), max_steps=3, log_interval=1)
     eager = train(tiny_config(tmp_path / "a", **common), log=lambda *a: None)
-    compiled = train(tiny_config(tmp_path / "b", compile=True, **common), log=lambda *a: None)
+    compiled = train(tiny_config(tmp_path / "b", compile=True, compile_scope=scope, **common), log=lambda *a: None)
     assert all(math.isclose(a, b, rel_tol=1e-3) for a, b in zip(eager.losses, compiled.losses))
+
+
+def test_block_compilation_compiles_one_graph_for_every_layer(corpus_file):
+    """Regional compilation: n_layer blocks share one compiled graph, and the model stays eager
+    outside the trainer's forward (validation and sampling compile nothing)."""
+    from torch._dynamo.utils import counters
+
+    from cllm.runtime import compile_model
+
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(n_layer=3, n_head=2, n_embd=16, block_size=8, vocab_size=11))
+    forward = compile_model(model, True, scope="blocks")
+    torch._dynamo.reset()
+    counters.clear()
+    x = torch.randint(0, 11, (2, 8))
+    _, loss = forward(x, x)
+    loss.backward()
+    assert counters["stats"]["unique_graphs"] == 1
+    assert all(block._compiled_call_impl is None for block in model.blocks)
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    _, eager_loss = model(x, x)
+    eager_loss.backward()
+    assert counters["stats"]["unique_graphs"] == 1  # the eager call compiled nothing
+    assert torch.allclose(loss, eager_loss, atol=1e-5)
+    assert all(torch.allclose(g, p.grad, atol=1e-5) for g, p in zip(grads, model.parameters()))
 
 
 def test_broken_compiler_falls_back_to_eager(tmp_path, corpus_file, monkeypatch, capsys):

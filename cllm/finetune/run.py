@@ -85,7 +85,7 @@ class FinetuneTrainer(Trainer):
             apply_lora(self.model, lora.rank, lora.alpha)
             self.model.to(device)
             self.wrapped = self.model
-            self.forward = compile_model(self.model, cfg.train.compile, log)
+            self.forward = compile_model(self.model, cfg.train.compile, log, cfg.train.compile_scope)
             self.optimizer = make_optimizer(self.model, cfg.train)
 
     @torch.no_grad()

@@ -36,8 +36,8 @@ from .trainer import Trainer
 # often to log, evaluate and save, and where/how fast to compute. Everything else must match.
 RESUMABLE_CHANGES = {
     "out", "max_steps", "eval_interval", "eval_batches", "log_interval", "save_interval",
-    "progress", "sample_tokens", "threads", "device", "dtype", "compile", "activation_checkpointing", "workers",
-    "log", "init_from", "max_bad_steps", "nproc", "parallel",
+    "progress", "sample_tokens", "threads", "device", "dtype", "compile", "compile_scope", "activation_checkpointing",
+    "workers", "log", "init_from", "max_bad_steps", "nproc", "parallel",
 }
 
 

@@ -47,7 +47,7 @@ class Trainer:
         if device.type == "cuda":
             torch.set_float32_matmul_precision("high")  # TF32 for any float32 matmul left outside autocast
         self.wrapped = dist.wrap(self.model, dtype, device)  # the model itself in one process
-        self.forward = compile_model(self.wrapped, cfg.train.compile, log)
+        self.forward = compile_model(self.wrapped, cfg.train.compile, log, cfg.train.compile_scope)
         self.optimizer = make_optimizer(self.model, cfg.train, fused=fused_optimizer)
         self.step_count = 0  # optimizer steps taken, resumed runs included
         self.tokens_seen = 0
