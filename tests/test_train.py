@@ -286,7 +286,8 @@ def test_block_compilation_compiles_one_graph_for_every_layer(corpus_file):
     assert all(torch.allclose(g, p.grad, atol=1e-5) for g, p in zip(grads, model.parameters()))
 
 
-def test_broken_compiler_falls_back_to_eager(tmp_path, corpus_file, monkeypatch, capsys):
+@pytest.mark.parametrize("scope", ["model", "blocks"])
+def test_broken_compiler_falls_back_to_eager(tmp_path, corpus_file, monkeypatch, capsys, scope):
     def broken_compile(model, **kwargs):
         def forward(*args):
             raise RuntimeError("no working C++ compiler")
@@ -295,6 +296,6 @@ def test_broken_compiler_falls_back_to_eager(tmp_path, corpus_file, monkeypatch,
     monkeypatch.setattr(torch, "compile", broken_compile)
     common = dict(data=str(corpus_file), max_steps=4, log_interval=1)
     eager = train(tiny_config(tmp_path / "a", **common), log=lambda *a: None)
-    fallback = train(tiny_config(tmp_path / "b", compile=True, **common), log=lambda *a: None)
+    fallback = train(tiny_config(tmp_path / "b", compile=True, compile_scope=scope, **common), log=lambda *a: None)
     assert fallback.losses == eager.losses
     assert "torch.compile failed" in capsys.readouterr().out
