@@ -260,7 +260,7 @@ def test_compiled_training_matches_eager(tmp_path, corpus_file, scope):
     assert all(math.isclose(a, b, rel_tol=1e-3) for a, b in zip(eager.losses, compiled.losses))
 
 
-def test_block_compilation_compiles_one_graph_for_every_layer(corpus_file):
+def test_block_compilation_compiles_one_graph_for_every_layer():
     """Regional compilation: n_layer blocks share one compiled graph, and the model stays eager
     outside the trainer's forward (validation and sampling compile nothing)."""
     from torch._dynamo.utils import counters
