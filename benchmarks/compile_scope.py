@@ -6,7 +6,7 @@ whole model: cold compile time and training-step throughput.
 Cold compile: for each preset and scope, a fresh process with empty Inductor and Triton caches
 (``TORCHINDUCTOR_CACHE_DIR`` in a new temporary directory, FX graph cache off) builds the default
 trainer (`cllm train`'s step: bf16 autocast where the CPU has it, fused AdamW) and times its first
-step, which compiles forward and backward, and then its second (the difference is the compile cost).
+step, which compiles forward and backward, and then its third (the difference is the compile cost).
 Throughput: in one process, the two scopes' trainers take turns step by step (A, B, A, B) after
 warm-up; medians and the ratio.
 """
@@ -27,7 +27,7 @@ import torch
 
 from cllm.config import Config, apply_dict, load_preset
 from cllm.runtime import deterministic_cpu_kernels
-from cllm.training.bench import bundled_vocab_size, variant_trainer
+from cllm.training.bench import bundled_vocab_size, interleaved_step_times, variant_trainer
 
 from common import cpu_name
 
@@ -63,18 +63,9 @@ def cold(preset: str, scope: str) -> dict:
 
 
 def throughput(preset: str, warmup: int, steps: int) -> dict[str, float]:
-    trainers = {scope: variant_trainer(config(preset, scope), "default") for scope in SCOPES}
-    times: dict[str, list[float]] = {scope: [] for scope in SCOPES}
-    with deterministic_cpu_kernels(torch.device("cpu")):
-        for trainer in trainers.values():
-            for _ in range(warmup):
-                trainer.step()
-        for _ in range(steps):
-            for scope, trainer in trainers.items():
-                start = time.perf_counter()
-                trainer.step()
-                times[scope].append(time.perf_counter() - start)
-    return {scope: trainers[scope].tokens_per_step / statistics.median(t) for scope, t in times.items()}
+    trainers = [variant_trainer(config(preset, scope), "default") for scope in SCOPES]
+    times = interleaved_step_times(trainers, warmup, steps)
+    return {scope: t.tokens_per_step / statistics.median(ts) for scope, t, ts in zip(SCOPES, trainers, times)}
 
 
 def main() -> None:

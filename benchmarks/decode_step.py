@@ -64,7 +64,6 @@ def main() -> None:
     caches = {}
     for name, m in variants.items():
         caches[name] = KVCache.for_model(m, 1)
-        caches[name].reset()
         m(idx[:, :200], kv_cache=caches[name])
     steps: dict[str, list[float]] = {name: [] for name in variants}
     for r in range(args.rounds + 50):

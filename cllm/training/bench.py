@@ -99,12 +99,12 @@ def variant_trainer(cfg: Config, variant: str, seed: int = 0) -> Trainer:
     return trainer
 
 
-def bench_variants(cfg: Config, variants: list[str], warmup: int = 3, steps: int = 10) -> list[BenchResult]:
-    """Median tokens/s of each variant, steps interleaved across variants."""
-    trainers = [variant_trainer(cfg, v) for v in variants]
+def interleaved_step_times(trainers: list[Trainer], warmup: int, steps: int) -> list[list[float]]:
+    """Seconds of each of ``steps`` steps per trainer, taken in turn (A, B, A, B, ...) after ``warmup``
+    untimed steps each (compilation), with the deterministic CPU kernels `cllm train` runs with."""
     times: list[list[float]] = [[] for _ in trainers]
     sync = torch.cuda.synchronize if trainers[0].device.type == "cuda" else (lambda: None)
-    with deterministic_cpu_kernels(trainers[0].device):  # as `cllm train` runs
+    with deterministic_cpu_kernels(trainers[0].device):
         for trainer in trainers:
             for _ in range(warmup):
                 trainer.step()
@@ -114,6 +114,13 @@ def bench_variants(cfg: Config, variants: list[str], warmup: int = 3, steps: int
                 trainer.step()
                 sync()
                 ts.append(time.perf_counter() - start)
+    return times
+
+
+def bench_variants(cfg: Config, variants: list[str], warmup: int = 3, steps: int = 10) -> list[BenchResult]:
+    """Median tokens/s of each variant, steps interleaved across variants."""
+    trainers = [variant_trainer(cfg, v) for v in variants]
+    times = interleaved_step_times(trainers, warmup, steps)
     results = []
     for trainer, ts in zip(trainers, times):
         median = statistics.median(ts)
