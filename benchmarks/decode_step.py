@@ -1,9 +1,10 @@
 """What bounds one cached decode step of the `base` shape: the step against a full 256-token
-forward, in float32, with pre-transposed float32 weights, and in bfloat16.
+forward, in float32, with pre-transposed float32 weights, in bfloat16, and compiled
+(``compiled_decode_step``, what `cllm sample --compile` runs).
 
     python benchmarks/decode_step.py [--rounds 400]
 
-One token is decoded at cache position 200 (no window slide), the three model variants taking turns
+One token is decoded at cache position 200 (no window slide), the variants taking turns
 (A, B, C, ...), medians; then the full 256-token forward that the uncached loop runs for every token,
 per variant. The ratio full / step is the most a KV cache can give on this machine before window
 slides and sampling. For reference: the step's 24 one-row products alone, and the time to stream
@@ -22,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cllm.config import ModelConfig, load_preset
-from cllm.inference import KVCache
+from cllm.inference import KVCache, compiled_decode_step
 from cllm.model import GPT
 
 from common import cpu_name
@@ -59,18 +60,22 @@ def main() -> None:
     torch.manual_seed(0)
     model = GPT(cfg).eval()
     variants = {"float32": model, "float32, transposed weights": transposed(model),
-                "bfloat16": copy.deepcopy(model).to(torch.bfloat16)}
+                "bfloat16": copy.deepcopy(model).to(torch.bfloat16), "float32, compiled step": model}
+    compiled = compiled_decode_step(model)
     idx = torch.randint(0, cfg.vocab_size, (1, cfg.block_size), generator=torch.Generator().manual_seed(1))
     caches = {}
     for name, m in variants.items():
         caches[name] = KVCache.for_model(m, 1)
         m(idx[:, :200], kv_cache=caches[name])
     steps: dict[str, list[float]] = {name: [] for name in variants}
-    for r in range(args.rounds + 50):
+    for r in range(args.rounds + 50):  # the first 50 rounds warm up (and compile)
         for name, m in variants.items():
             caches[name].pos = 200  # decode the same position again: no slide, same work every round
             start = time.perf_counter()
-            m(idx[:, 200:201], kv_cache=caches[name])
+            if name.endswith("compiled step"):
+                compiled(idx[:, 200:201], caches[name])
+            else:
+                m(idx[:, 200:201], kv_cache=caches[name])
             if r >= 50:
                 steps[name].append(time.perf_counter() - start)
     fulls: dict[str, list[float]] = {name: [] for name in variants}
@@ -83,7 +88,7 @@ def main() -> None:
     rows = {n: torch.randn(1, n) for n in {m.in_features for m in linears}}
     # The step's one-row matrix products alone, every block's weights in turn: ATen's addmm against
     # the same product written as a multiply and a sum, which Inductor compiles into one streaming
-    # reduction over the weight (a lever for a compiled decode step, not used by cllm yet).
+    # reduction over the weight (what compiled_decode_step has Inductor do).
     reduction = torch.compile(lambda x, w, b: (x[:, None, :] * w).sum(-1) + b, dynamic=False)
     products: dict[str, list[float]] = {"addmm": [], "compiled multiply-sum": []}
     for r in range(70):

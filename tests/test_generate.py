@@ -225,10 +225,68 @@ def test_streaming_with_a_bpe_tokenizer():
     assert "".join(pieces) == "naïve 日本語 😀!" and not any("\ufffd" in p for p in pieces)
 
 
-def test_compiled_decode_step_matches_eager():
-    model = make_model(pos_encoding="rope")
-    idx = torch.randint(0, 13, (2, 4), generator=torch.Generator().manual_seed(6))
-    ids, logits = run(model, idx, 12)
-    c_ids, c_logits = run(model, idx, 12, step_fn=compiled_decode_step(model))
-    assert torch.equal(ids, c_ids)
-    torch.testing.assert_close(logits, c_logits, atol=1e-5, rtol=0)
+def eager_fixed_shape_step(model):
+    """decode_steps' step_fn that runs the fixed-shape view eagerly (what the compiled step traces)."""
+    def step(ids, cache):
+        view = cache.fixed_step()
+        logits = model(ids, kv_cache=view)[0]
+        view.finish()
+        return logits
+    return step
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("pos_encoding", POS_ENCODINGS)
+def test_the_fixed_shape_step_equals_the_growing_cache(pos_encoding, variant):
+    """Attention over the whole cache with unfilled columns masked, position as a tensor: the same
+    logits as the cache that grows, for left-padded rows and across window slides."""
+    model = make_model(block_size=8, pos_encoding=pos_encoding, **VARIANTS[variant])
+    idx, pad = left_pad([[5, 6, 7, 8], [4], [12, 11]])
+    ids, logits = run(model, idx, 14, pad=pad)
+    f_ids, f_logits = run(model, idx, 14, pad=pad, step_fn=eager_fixed_shape_step(model))
+    assert torch.equal(ids, f_ids)
+    torch.testing.assert_close(logits, f_logits, atol=1e-5, rtol=0)
+
+
+def test_a_full_cache_has_no_fixed_shape_step():
+    model = make_model(block_size=8)
+    cache = KVCache.for_model(model, 1)
+    with torch.no_grad():
+        model(torch.zeros(1, 8, dtype=torch.long), kv_cache=cache)
+    with pytest.raises(ValueError, match="full"):
+        cache.fixed_step()
+
+
+@pytest.mark.parametrize("pos_encoding, variant", [("rope", "default"), ("learned", "no-bias rmsnorm swiglu qk-norm")])
+def test_compiled_decode_step_matches_eager_with_one_graph(pos_encoding, variant):
+    """One compiled graph serves every position and the steps after each window slide; left
+    padding adds one more (its mask is built differently), reused by every padded step."""
+    from torch._dynamo.utils import counters
+
+    model = make_model(block_size=8, pos_encoding=pos_encoding, **VARIANTS[variant])
+    step_fn = compiled_decode_step(model)
+    torch._dynamo.reset()
+    counters.clear()
+    for prompts, graphs in (([[5, 6, 7], [4, 3, 2]], 1), ([[5, 6, 7], [4]], 2)):
+        idx, pad = left_pad(prompts)
+        ids, logits = run(model, idx, 14, pad=pad)
+        c_ids, c_logits = run(model, idx, 14, pad=pad, step_fn=step_fn)
+        assert torch.equal(ids, c_ids)
+        torch.testing.assert_close(logits, c_logits, atol=1e-5, rtol=0)
+        assert counters["stats"]["unique_graphs"] == graphs
+
+
+def test_a_broken_compiler_leaves_the_decode_step_eager(monkeypatch):
+    def broken(fn, **kwargs):
+        def compiled(*args):
+            raise RuntimeError("no working C++ compiler")
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", broken)
+    model = make_model()
+    idx = torch.randint(0, 13, (1, 4), generator=torch.Generator().manual_seed(6))
+    notes = []
+    c_ids, c_logits = run(model, idx, 6, step_fn=compiled_decode_step(model, log=notes.append))
+    ids, logits = run(model, idx, 6)
+    assert torch.equal(ids, c_ids) and torch.equal(logits, c_logits)
+    assert len(notes) == 1 and "running eagerly" in notes[0]

@@ -163,29 +163,41 @@ def generate(model, idx: torch.Tensor, max_new_tokens: int, temperature: float =
     return torch.cat([idx, torch.stack(steps, 1)], 1) if steps else idx
 
 
+# Inductor writes a product with one row (a decode step's every Linear) as a multiply and a sum,
+# one streaming pass over the weight, instead of calling ATen's addmm, which is slower at M = 1
+# on CPUs (benchmarks/decode_step.py); products wider than 2,048 stay as they are.
+DECODE_COMPILE_OPTIONS = {"post_grad_fusion_options": {"decompose_mm_pass": {}}}
+
+
 def compiled_decode_step(model, log: Callable[[str], None] = print) -> Callable:
     """A step_fn for decode_steps: the one-token forward under ``torch.compile``.
 
-    Compiled with dynamic shapes, since the cache's length grows every step: one graph serves every
-    position (plus one recompile where the cache slice becomes the whole cache). If compilation
-    fails (no C++ compiler, say) the first call logs a note and everything runs eagerly.
+    The step runs through the cache's fixed-shape view (``KVCache.fixed_step``): the position is a
+    tensor and attention covers the whole preallocated cache, masked, so one graph serves every
+    position without recompiling. If compilation fails (no C++ compiler, say) the first call logs
+    a note and everything runs eagerly.
     """
-    def step(ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        return model(ids, kv_cache=cache)[0]
+    def fixed_shape_step(ids: torch.Tensor, view) -> torch.Tensor:
+        return model(ids, kv_cache=view)[0]
 
-    compiled = torch.compile(step, dynamic=True)
-    chosen: list[Callable] = []
+    compiled = torch.compile(fixed_shape_step, dynamic=False, options=DECODE_COMPILE_OPTIONS)
+    state = {"compiled": False, "eager": False}
 
     def run(ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        if chosen:
-            return chosen[0](ids, cache)
-        try:  # compilation happens before anything runs, so a failure leaves the cache as it was
-            logits = compiled(ids, cache)
-            chosen.append(compiled)
-        except Exception as e:  # noqa: BLE001 - any compiler failure means: run eagerly
-            log(f"note: torch.compile of the decode step failed ({type(e).__name__}), running eagerly")
-            chosen.append(step)
-            logits = step(ids, cache)
+        if state["eager"]:
+            return model(ids, kv_cache=cache)[0]
+        view = cache.fixed_step()
+        if state["compiled"]:
+            logits = compiled(ids, view)
+        else:
+            try:  # compilation happens before anything runs, so a failure leaves the cache as it was
+                logits = compiled(ids, view)
+                state["compiled"] = True
+            except Exception as e:  # noqa: BLE001 - any compiler failure means: run eagerly
+                log(f"note: torch.compile of the decode step failed ({type(e).__name__}), running eagerly")
+                state["eager"] = True
+                return model(ids, kv_cache=cache)[0]
+        view.finish()
         return logits
 
     return run

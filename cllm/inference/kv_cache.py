@@ -6,6 +6,10 @@ at cache columns ``pos .. pos + T - 1``: a prefill writes the whole prompt at on
 decode step writes one column. Rows may be left-padded (prompts of different lengths in one
 batch): row b's first ``pad[b]`` columns hold padding, its real positions start at 0 after them,
 and no real query ever attends to a padding key.
+
+``KVCache.fixed_step()`` is the same cache as a compiled one-token decode step sees it: the new
+column's position is a tensor and attention runs over every column (those not filled yet masked),
+so every step has the same shapes and one graph serves all positions.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import torch
 class LayerCache:
     """One layer's view of a KVCache: what the attention module sees."""
 
-    def __init__(self, cache: "KVCache", layer: int):
+    def __init__(self, cache: "KVCache | FixedShapeStep", layer: int):
         self.cache, self.layer = cache, layer
 
     def update(self, k: torch.Tensor, v: torch.Tensor):
@@ -29,15 +33,19 @@ class KVCache:
     def __init__(self, n_layer: int, batch: int, n_head: int, head_dim: int, max_len: int,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
         # Allocated once for the whole generation; reset() reuses the memory, and nothing beyond
-        # ``pos`` is ever read, so stale entries need no clearing.
-        self.k = torch.zeros(n_layer, batch, n_head, max_len, head_dim, device=device, dtype=dtype)
-        self.v = torch.zeros_like(self.k)
+        # ``pos`` is ever read (or it is masked), so stale entries need no clearing. One tensor per
+        # layer rather than views of one: a compiled step writing into a view of a shared tensor
+        # makes Inductor copy all of it.
+        shape = (batch, n_head, max_len, head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
         self.max_len, self.batch = max_len, batch
         self.layers = [LayerCache(self, i) for i in range(n_layer)]
         self.pos = 0  # columns filled, the same for every row
         self.pad: torch.Tensor | None = None  # [B] left-padding columns per row, None for none
         self._step = 0
         self._mask: torch.Tensor | None = None
+        self._fixed: FixedShapeStep | None = None
 
     @classmethod
     def for_model(cls, model, batch: int, max_len: int | None = None) -> "KVCache":
@@ -63,7 +71,7 @@ class KVCache:
         if self.pos + T > self.max_len:
             raise ValueError(f"KV cache overflow: {self.pos} + {T} positions > {self.max_len}; "
                              "slide the window (re-prefill) first")
-        device = self.k.device
+        device = self.k[0].device
         cols = torch.arange(self.pos, self.pos + T, device=device)
         keys = torch.arange(self.pos + T, device=device)
         mask = None
@@ -82,10 +90,62 @@ class KVCache:
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         end = self.pos + self._step
-        self.k[layer, :, :, self.pos:end] = k
-        self.v[layer, :, :, self.pos:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end], self._mask
+        self.k[layer][:, :, self.pos:end] = k
+        self.v[layer][:, :, self.pos:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end], self._mask
 
     def advance(self) -> None:
         """Called once every layer has stored the step begun by ``begin``."""
         self.pos += self._step
+
+    def fixed_step(self) -> "FixedShapeStep":
+        """This cache seen through fixed shapes for the next one-token step (see FixedShapeStep)."""
+        if self.pos >= self.max_len:
+            raise ValueError(f"KV cache full ({self.max_len} positions); slide the window (re-prefill) first")
+        if self._fixed is None:
+            self._fixed = FixedShapeStep(self)
+        self._fixed.position.fill_(self.pos)
+        return self._fixed
+
+
+class FixedShapeStep:
+    """A KVCache for one decode step whose shapes and Python values never change, so that
+    ``torch.compile`` traces one graph for every position: the new column's position is a tensor
+    (``position``, long [1]), keys and values are written there in place, and attention runs over
+    all max_len columns with a mask, bool [B or 1, 1, 1, max_len], hiding columns after the new one
+    and left padding. The model calls ``advance``, which does nothing here: the Python-side count
+    moves on in ``finish``, outside the compiled graph.
+    """
+
+    def __init__(self, cache: KVCache):
+        self.cache = cache
+        self.position = torch.zeros(1, dtype=torch.long, device=cache.k[0].device)
+        self.columns = torch.arange(cache.max_len, device=cache.k[0].device)
+        self.layers = [LayerCache(self, i) for i in range(len(cache.k))]
+        self._mask: torch.Tensor | None = None
+
+    def begin(self, T: int) -> torch.Tensor:
+        """Positions of the one new column, long [B, 1]; see KVCache.begin."""
+        if T != 1:
+            raise ValueError(f"a fixed-shape step feeds one position, got {T}")
+        cache, pad = self.cache, self.cache.pad
+        seen = self.columns <= self.position  # [S]: the new column and every one before it
+        if pad is None:
+            self._mask = seen[None, None, None]
+            return self.position.expand(cache.batch, 1)
+        real_key = (self.columns[None, :] >= pad[:, None]) | (self.columns == self.position)  # [B, S]
+        self._mask = (seen[None] & real_key)[:, None, None]
+        return (self.position - pad).clamp(min=0)[:, None]
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        """Store k, v: [B, H, 1, D] at ``position``; return the whole cache, [B, H, max_len, D], and the mask."""
+        self.cache.k[layer].index_copy_(2, self.position, k)
+        self.cache.v[layer].index_copy_(2, self.position, v)
+        return self.cache.k[layer], self.cache.v[layer], self._mask
+
+    def advance(self) -> None:
+        pass
+
+    def finish(self) -> None:
+        """Called after the step has run: the cache now holds one more column."""
+        self.cache.pos += 1
