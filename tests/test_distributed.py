@@ -312,3 +312,28 @@ def test_a_missing_rendezvous_is_one_line(tmp_path, corpus):
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("cllm: error: the launch failed: no rendezvous at 127.0.0.1")
+
+
+def test_ddp_does_not_broadcast_the_constant_buffers_at_every_forward(tmp_path):
+    """RoPE tables are the same on every rank; DDP's default per-forward broadcast of them is a
+    collective that makes the ranks wait for each other every micro-batch."""
+    import torch.distributed as torch_dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from cllm.config import ModelConfig
+    from cllm.model import GPT
+    from cllm.training.distributed import Dist
+
+    torch_dist.init_process_group("gloo", rank=0, world_size=1, init_method=f"file://{tmp_path / 'store'}")
+    try:
+        model = GPT(ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=11))
+        broadcasts = {}
+        for name, wrapped in (("torch default", DistributedDataParallel(model)),
+                              ("cllm", Dist(world_size=2).wrap(model, "float32", torch.device("cpu")))):
+            calls, broadcast = [], wrapped._distributed_broadcast_coalesced
+            wrapped._distributed_broadcast_coalesced = lambda *a, **k: (calls.append(a), broadcast(*a, **k))[1]
+            wrapped(torch.zeros(2, 8, dtype=torch.long))
+            broadcasts[name] = len(calls)
+        assert broadcasts == {"torch default": 1, "cllm": 0}
+    finally:
+        torch_dist.destroy_process_group()
