@@ -119,3 +119,12 @@ def test_stop_strings_stream_and_cache_flags(capsys, checkpoint, monkeypatch):
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)  # a terminal: streamed, same text
     assert sample(capsys, checkpoint, "--prompt", "To", "--temperature", "0", "--num-samples", "2") == \
         sample(capsys, checkpoint, "--prompt", "To", "--temperature", "0", "--num-samples", "2", "--no-stream")
+
+
+def test_compiled_sampling_gives_the_same_text(capsys, checkpoint, monkeypatch):
+    """--compile: prompts of different lengths in one batch, past block_size, the same samples."""
+    flags = ["--prompt", "-", "--json", "--max-new-tokens", "60"]
+    lines = "To be\nOr to take arms against\n"
+    eager = sample(capsys, checkpoint, *flags, stdin=lines, monkeypatch=monkeypatch)
+    compiled = sample(capsys, checkpoint, *flags, "--compile", stdin=lines, monkeypatch=monkeypatch)
+    assert compiled == eager and len(eager.splitlines()) == 2
