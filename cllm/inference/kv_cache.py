@@ -17,6 +17,20 @@ from __future__ import annotations
 import torch
 
 
+def positions_and_mask(cols: torch.Tensor, keys: torch.Tensor, pad: torch.Tensor | None,
+                       batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The positions of the cache columns fed, cols: long [T], and their attention mask over the
+    cache columns keys: long [Tk], for rows left-padded by pad: long [B] (or None): (positions long
+    [B, T], mask bool [B or 1, 1, T, Tk]) as KVCache.begin describes them."""
+    causal = keys[None, :] <= cols[:, None]  # [T, Tk]
+    if pad is None:
+        return cols.expand(batch, cols.size(0)), causal[None, None]
+    positions = (cols[None, :] - pad[:, None]).clamp(min=0)
+    real_key = keys[None, :] >= pad[:, None]  # [B, Tk]
+    itself = keys[None, :] == cols[:, None]  # [T, Tk]
+    return positions, (causal[None] & (real_key[:, None, :] | itself[None]))[:, None]
+
+
 class LayerCache:
     """One layer's view of a KVCache: what the attention module sees."""
 
@@ -73,18 +87,10 @@ class KVCache:
                              "slide the window (re-prefill) first")
         device = self.k[0].device
         cols = torch.arange(self.pos, self.pos + T, device=device)
-        keys = torch.arange(self.pos + T, device=device)
-        mask = None
-        if self.pad is None:
-            positions = cols.expand(self.batch, T)
-            if T > 1:
-                mask = (keys[None, :] <= cols[:, None])[None, None]
+        if self.pad is None and T == 1:  # the usual decode step: no mask to build
+            positions, mask = cols.expand(self.batch, 1), None
         else:
-            positions = (cols[None, :] - self.pad[:, None]).clamp(min=0)
-            causal = keys[None, :] <= cols[:, None]  # [T, Tk]
-            real_key = keys[None, :] >= self.pad[:, None]  # [B, Tk]
-            itself = keys[None, :] == cols[:, None]  # [T, Tk]
-            mask = (causal[None] & (real_key[:, None, :] | itself[None]))[:, None]
+            positions, mask = positions_and_mask(cols, torch.arange(self.pos + T, device=device), self.pad, self.batch)
         self._step, self._mask = T, mask
         return positions
 
@@ -128,14 +134,8 @@ class FixedShapeStep:
         """Positions of the one new column, long [B, 1]; see KVCache.begin."""
         if T != 1:
             raise ValueError(f"a fixed-shape step feeds one position, got {T}")
-        cache, pad = self.cache, self.cache.pad
-        seen = self.columns <= self.position  # [S]: the new column and every one before it
-        if pad is None:
-            self._mask = seen[None, None, None]
-            return self.position.expand(cache.batch, 1)
-        real_key = (self.columns[None, :] >= pad[:, None]) | (self.columns == self.position)  # [B, S]
-        self._mask = (seen[None] & real_key)[:, None, None]
-        return (self.position - pad).clamp(min=0)[:, None]
+        positions, self._mask = positions_and_mask(self.position, self.columns, self.cache.pad, self.cache.batch)
+        return positions
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         """Store k, v: [B, H, 1, D] at ``position``; return the whole cache, [B, H, max_len, D], and the mask."""
