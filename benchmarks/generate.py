@@ -8,9 +8,10 @@ temperature 0.8, seeded, with three variants: uncached (every token runs the las
 tokens through the model, what `cllm sample` did before), cached (prefill, then one position per
 step; the sliding window past block_size), and cached with the one-token decode step under
 torch.compile. Each variant generates once untimed (warm-up, compilation), then the variants take
-turns for --rounds rounds; medians. The warm-up column is that first generation's wall time (for the
-compiled step it includes compiling, from whatever compiler caches the machine has). Time to first token is the prefill plus the first sample;
-per-token latency is the time after that divided by the remaining tokens.
+turns for --rounds rounds; medians. The warm-up column is that first generation's wall time (for
+the compiled step it includes compiling, from whatever compiler caches the machine has). Time to
+first token is the prefill plus the first sample; per-token latency is the time after that divided
+by the remaining tokens.
 """
 
 import argparse

@@ -110,6 +110,6 @@ def register(sub) -> None:
                                                    "(default 3/4 of it; block_size: exact sliding window, slow)")
     p.add_argument("--no-cache", action="store_true", help="recompute the whole context every token (reference; slow)")
     p.add_argument("--compile", action="store_true", help="torch.compile the one-token decode step: ~2.4x faster per token "
-                   "on a base-sized model after ~5 s of compiling (~20 s with cold caches)")
+                   "on a base-sized model, after ~3 s of compiling (~21 s with cold caches)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_sample)
