@@ -43,7 +43,21 @@ def compile_model(model: torch.nn.Module, enabled: bool, log=print, scope: str =
             return model
     if scope == "blocks":
         return CompiledBlocks(model)
-    return torch.compile(model)
+    return torch_compile(model)
+
+
+def torch_compile(fn, **kwargs):
+    """``torch.compile(fn, **kwargs)``, with Inductor told to trust the vector ISAs (AVX2, AVX-512,
+    AMX) that the CPU reports instead of proving each one by compiling and loading a probe program
+    in a fresh process: those probes cost 4-10 s of every cold first compile on 2 cores and are
+    only cached where the Inductor cache survives (docs/BENCHMARKS.md). The CPU-flag check still
+    runs, so an ISA the CPU lacks is never chosen; a compiler that cannot build one fails the compile,
+    and the callers fall back to eager. An explicit ``TORCHINDUCTOR_VEC_ISA_OK`` wins."""
+    if os.environ.get("TORCHINDUCTOR_VEC_ISA_OK") is None:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.cpp.vec_isa_ok = True
+    return torch.compile(fn, **kwargs)
 
 
 class CompiledBlocks:
@@ -59,7 +73,7 @@ class CompiledBlocks:
         inner = getattr(model, "module", model)  # DDP keeps the model as .module
         # Module.compile() stores its compiled __call__ here; every block shares Module._call_impl's
         # code, so dynamo compiles it once and the other layers hit that cache.
-        self.blocks = [(block, torch.compile(block._call_impl)) for block in inner.blocks]
+        self.blocks = [(block, torch_compile(block._call_impl)) for block in inner.blocks]
 
     def __call__(self, *args, **kwargs):
         for block, compiled in self.blocks:

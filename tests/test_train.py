@@ -286,6 +286,25 @@ def test_block_compilation_compiles_one_graph_for_every_layer():
     assert all(torch.allclose(g, p.grad, atol=1e-5) for g, p in zip(grads, model.parameters()))
 
 
+def test_compiling_trusts_the_cpus_reported_vector_isa_unless_the_environment_says(monkeypatch):
+    """The probe programs Inductor would build and load to prove each ISA cost seconds of a cold
+    first compile; cllm skips them, but an explicit TORCHINDUCTOR_VEC_ISA_OK is left alone."""
+    import torch._inductor.config as inductor_config
+
+    from cllm.runtime import torch_compile
+
+    model = torch.nn.Linear(2, 2)
+    monkeypatch.setattr(inductor_config.cpp, "vec_isa_ok", None)
+    monkeypatch.setenv("TORCHINDUCTOR_VEC_ISA_OK", "0")
+    torch_compile(model)
+    assert inductor_config.cpp.vec_isa_ok is None
+    monkeypatch.delenv("TORCHINDUCTOR_VEC_ISA_OK")
+    compiled = torch_compile(model)
+    assert inductor_config.cpp.vec_isa_ok is True
+    x = torch.randn(3, 2)
+    assert torch.allclose(compiled(x), model(x), atol=1e-6)
+
+
 @pytest.mark.parametrize("scope", ["model", "blocks"])
 def test_broken_compiler_falls_back_to_eager(tmp_path, corpus_file, monkeypatch, capsys, scope):
     def broken_compile(model, **kwargs):

@@ -22,6 +22,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from ..errors import CLLMError
+from ..runtime import torch_compile
 from ..tokenizers import Tokenizer
 from ..tokenizers.base import PAD_ID
 from .kv_cache import KVCache
@@ -180,7 +181,7 @@ def compiled_decode_step(model, log: Callable[[str], None] = print) -> Callable:
     def fixed_shape_step(ids: torch.Tensor, view) -> torch.Tensor:
         return model(ids, kv_cache=view)[0]
 
-    compiled = torch.compile(fixed_shape_step, dynamic=False, options=DECODE_COMPILE_OPTIONS)
+    compiled = torch_compile(fixed_shape_step, dynamic=False, options=DECODE_COMPILE_OPTIONS)
     state = {"compiled": False, "eager": False}
 
     def run(ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
