@@ -50,7 +50,7 @@ def main() -> None:
             t.append(time.perf_counter())
             loss.backward()
             t.append(time.perf_counter())
-            mean = dist.mean(loss.item())
+            mean, _ = dist.mean_and_any(loss.item())
             t.append(time.perf_counter())
             trainer.update(mean)
             t.append(time.perf_counter())

@@ -89,18 +89,24 @@ class RankSlice:
 
 def _equivalence_run(cfg, tokens, rank: int, world: int, dist) -> list[float]:
     """20 training losses, then the validation loss of the distributed model and (rank 0) of a plain
-    one-process copy of its weights on the same split."""
+    one-process copy of its weights on the same split, then how many all-reduces the Python side of
+    the 20 steps made (DDP's gradient buckets are reduced from C++, so these are the per-step extras)."""
     from cllm.training.trainer import validation_loss
 
     torch.manual_seed(cfg.train.seed)
     batches = RankSlice(Batches(tokens, cfg.train.batch_size * world, cfg.model.block_size, 5), rank, world)
     trainer = Trainer(cfg, batches, torch.device("cpu"), "float32", fused_optimizer=False, log=lambda *a: None,
                       dist=dist)
-    losses = [trainer.step() for _ in range(20)]
+    real_all_reduce, calls = torch.distributed.all_reduce, []
+    torch.distributed.all_reduce = lambda *a, **k: (calls.append(1), real_all_reduce(*a, **k))[1]
+    try:
+        losses = [trainer.step() for _ in range(20)]
+    finally:
+        torch.distributed.all_reduce = real_all_reduce
     plain = dist.full_weights(trainer.model, trainer._plain_model)
     val = trainer.val_loss(tokens[:2000], 7)
     single = validation_loss(plain, tokens[:2000], cfg, torch.device("cpu"), 7, "float32") if plain else val
-    return losses + [val, single]
+    return losses + [val, single, len(calls)]
 
 
 WORKER = """
@@ -141,11 +147,13 @@ def test_two_ranks_match_one_process_on_the_same_sequences(tmp_path):
 
     reference = _equivalence_run(cfg, tokens, 0, 1, SINGLE)[:20]
     for parallel in ("ddp", "fsdp"):
-        assert len(got[parallel]) == 22
-        *losses, val, single_val = got[parallel]
+        assert len(got[parallel]) == 23
+        *losses, val, single_val, all_reduces = got[parallel]
         assert abs(val - single_val) < 1e-6  # the distributed val loss is one process's on the same split
         diff = max(abs(a - b) for a, b in zip(losses, reference))
         assert diff < 1e-5, (parallel, diff, got[parallel][:3], reference[:3])
+        if parallel == "ddp":
+            assert all_reduces == 20  # the loss and the stop flag share one collective per step
     assert reference[-1] < reference[0] - 0.02  # it learns (random tokens: only their frequencies)
 
 

@@ -117,21 +117,16 @@ class Dist:
 
     # -- communication ----------------------------------------------------------------------------
 
-    def mean(self, value: float) -> float:
-        """The mean of ``value`` over all ranks (the loss of the whole global batch)."""
+    def mean_and_any(self, value: float, flag: bool = False) -> tuple[float, bool]:
+        """The mean of ``value`` over all ranks (the loss of the whole global batch), and whether
+        ``flag`` is true on any rank (a stop signal seen by one rank stops all at the same step).
+        One collective for both: every all-reduce is a point where the ranks wait for each other."""
         if not self.enabled:
-            return value
-        t = torch.tensor([value], dtype=torch.float64, device=_comm_device())
+            return value, bool(flag)
+        t = torch.tensor([value, 1.0 if flag else 0.0], dtype=torch.float64, device=_comm_device())
         torch.distributed.all_reduce(t)
-        return float(t.item()) / self.world_size
-
-    def any(self, flag: bool) -> bool:
-        """True on every rank if it is true on any (a stop signal seen by one rank stops all at the same step)."""
-        if not self.enabled:
-            return bool(flag)
-        t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=_comm_device())
-        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-        return bool(t.item())
+        total, flags = t.tolist()
+        return total / self.world_size, flags > 0
 
     def gather(self, obj) -> list:
         """Every rank's ``obj`` (picklable), in rank order, on every rank."""

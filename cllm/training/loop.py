@@ -243,7 +243,7 @@ def _train(cfg: Config, resume, log, on_step, overwrite: bool, setup) -> TrainRe
             deterministic_cpu_kernels(run.device):
         while trainer.step_count < t.max_steps:
             with speed.timed():
-                loss = trainer.step()
+                loss = trainer.step(stop.received is not None)
             step = trainer.step_count
             result.losses.append(loss)
             bar.update(1)
@@ -268,7 +268,8 @@ def _train(cfg: Config, resume, log, on_step, overwrite: bool, setup) -> TrainRe
                 metrics.write(record)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{trainer.lr:.2e}", tok_s=f"{record['tokens_per_sec']:,.0f}",
                                 mfu=f"{record['mfu']:.0%}")
-            stopping = dist.any(stop.received is not None)  # all ranks stop at the same step
+            # ranks agree on the flag inside the step's all-reduce; one process also sees a signal that came since
+            stopping = trainer.stopping or (not dist.enabled and stop.received is not None)
             if step % t.save_interval == 0 or step == t.max_steps or stopping:
                 trainer.save(out / LATEST, run.data.tokenizer, run.state())
             if stopping:

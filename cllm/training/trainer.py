@@ -50,6 +50,7 @@ class Trainer:
         self.forward = compile_model(self.wrapped, cfg.train.compile, log, cfg.train.compile_scope)
         self.optimizer = make_optimizer(self.model, cfg.train, fused=fused_optimizer)
         self.step_count = 0  # optimizer steps taken, resumed runs included
+        self.stopping = False  # set by step(): some rank asked to stop
         self.tokens_seen = 0
         self.tokens_per_step = cfg.train.batch_size * cfg.train.grad_accum * cfg.model.block_size * dist.world_size
 
@@ -63,14 +64,14 @@ class Trainer:
             return self.forward(x, y)[1]
 
     def micro_steps(self) -> float:
-        """Forward and backward over grad_accum micro-batches (gradients summed); the mean loss."""
+        """Forward and backward over grad_accum micro-batches (gradients summed); this rank's mean loss."""
         accum, loss_sum = self.cfg.train.grad_accum, 0.0
         for i in range(accum):
             with self.dist.grad_sync(self.wrapped, sync=i == accum - 1):  # ranks reduce on the last only
                 loss = self.loss(*self.batches.get())
                 (loss / accum).backward()
             loss_sum += loss.item()
-        return self.dist.mean(loss_sum / accum)  # over all ranks: the global batch's loss
+        return loss_sum / accum
 
     def update(self, loss: float = 0.0) -> bool:
         """Clip the global gradient norm, take one optimizer step, clear the gradients. If ``loss`` or
@@ -87,8 +88,10 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return not self.skipped
 
-    def step(self) -> float:
-        """One full training step at the schedule's learning rate; returns the mean training loss."""
+    def step(self, stop_requested: bool = False) -> float:
+        """One full training step at the schedule's learning rate; returns the mean training loss
+        (over all ranks). ``self.stopping`` is whether any rank passed ``stop_requested``: the loss
+        and that flag travel in one all-reduce, so every rank stops after the same step."""
         t = self.cfg.train
         self.lr = lr_at(self.step_count, t)
         for group in self.optimizer.param_groups:
@@ -106,6 +109,7 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 self.batches.set_state(batch_state)
                 loss = self.micro_steps()
+        loss, self.stopping = self.dist.mean_and_any(loss, stop_requested)
         self.update(loss)
         self.step_count += 1
         self.tokens_seen += self.tokens_per_step
