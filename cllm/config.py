@@ -259,11 +259,12 @@ def load_preset(name: str) -> dict:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, sections: tuple[str, ...] = SECTIONS,
-                         presets: bool = True) -> None:
+                         presets: bool = True, default_preset: str = "small") -> None:
     """One flag per field of ``sections`` (and --preset, --config), all defaulting to None (= not given)."""
     if presets:
-        parser.add_argument("--preset", help=f"named preset: {', '.join(preset_names())} (default: small); "
-                            "it and --config override the built-in defaults shown below")
+        parser.set_defaults(default_preset=default_preset)
+        parser.add_argument("--preset", help=f"named preset: {', '.join(preset_names())} (default: "
+                            f"{default_preset}); it and --config override the built-in defaults shown below")
         parser.add_argument("--config", metavar="TOML", help="TOML file with [model], [data], [train] tables")
     for section in sections:
         group = parser.add_argument_group(f"{section} settings")
@@ -303,7 +304,8 @@ def config_from_args(args: argparse.Namespace, base: dict | None = None) -> Conf
     if base is not None:
         apply_dict(cfg, base, "checkpoint config")
     else:
-        apply_dict(cfg, load_preset(getattr(args, "preset", None) or "small"), "preset")
+        preset = getattr(args, "preset", None) or getattr(args, "default_preset", "small")
+        apply_dict(cfg, load_preset(preset), "preset")
     if getattr(args, "config", None):
         apply_dict(cfg, read_toml(args.config), str(args.config))
     apply_dict(cfg, flag_overrides(args), "flags")

@@ -13,9 +13,15 @@ def test_presets_are_data_and_valid():
     assert {"tiny", "small", "base", "gpt2"} <= set(preset_names())
     for name in preset_names():
         Config.from_dict(load_preset(name)).validate()
-    small = parse()
+    small = parse("--preset", "small")
     assert (small.model.n_layer, small.model.n_head, small.model.n_embd, small.model.block_size) == (4, 4, 128, 64)
-    assert small.train.batch_size == 12
+    assert small.train.batch_size == 12 and small.train.optimizer == "adamw"
+    default = parse()  # cllm train's own default: small's shape, trained the quick way
+    assert default.model == parse("--preset", "quickstart").model
+    assert (default.model.n_layer, default.model.n_embd, default.model.norm) == (4, 128, "rmsnorm")
+    assert (default.train.optimizer, default.train.max_steps, default.train.compile) == ("muon", 600, False)
+    bench = config_from_args(build_parser().parse_args(["bench"]))
+    assert bench.train.optimizer == "adamw"  # cllm bench measures the small preset's step
     base = parse("--preset", "base")
     assert (base.model.n_layer, base.model.n_head, base.model.n_embd, base.model.block_size) == (6, 6, 384, 256)
 

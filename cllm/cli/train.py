@@ -102,7 +102,7 @@ def print_sample(run: Path, tokens: int, seed: int) -> None:
 def register(sub) -> None:
     from ..config import add_config_arguments
 
-    p = sub.add_parser("train", help="train a model (default: the small preset on the bundled corpus)")
+    p = sub.add_parser("train", help="train a model (default: the quickstart preset on the bundled corpus)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     p.add_argument("--overwrite", action="store_true", help="start afresh even if --out holds a trained run")
     launch = p.add_argument_group("several machines (with --nproc: processes per machine)")
@@ -113,5 +113,5 @@ def register(sub) -> None:
     launch.add_argument("--max-restarts", type=int, default=0,
                         help="restart all processes this often when one fails; they resume from the latest "
                              "checkpoint [default: 0]")
-    add_config_arguments(p)
+    add_config_arguments(p, default_preset="quickstart")
     p.set_defaults(func=cmd_train)
