@@ -6,7 +6,7 @@ N counts every parameter used in a matmul (all but the position table; the tied 
 counts once, as the LM head). 6N is the forward (2N) and backward (4N) multiply-adds of the weight
 matmuls; 12·L·T·C is attention's QKᵀ and AV products at full context (PaLM appendix B; nanoGPT).
 The peak is measured here, on this machine, not read from a spec sheet: the best median throughput
-of two square GEMMs and the model's own GEMM shapes, timed in interleaved rounds so that a busy
+of square GEMMs and the model's own GEMM shapes, timed in interleaved rounds so that a busy
 machine shows up as spread instead of a silently low peak (and an inflated MFU).
 """
 
@@ -42,6 +42,10 @@ def model_gemm_shapes(cfg: ModelConfig, tokens: int) -> list[tuple[int, int, int
 
 
 SQUARE_GEMMS = [(2048, 2048, 2048), (4096, 4096, 4096)]
+# What `cllm train` measures when no peak is cached: on CPUs a 1024² product runs as fast as 4096²
+# (within 2 %, docs/BENCHMARKS.md) in 1-2 % of the time, so a first run does not spend 7-18 s
+# timing 4096² products; GPUs need the big squares to approach their peak.
+QUICK_CPU_GEMMS = [(1024, 1024, 1024)]
 ROUNDS = 3  # each shape is timed in this many rounds, interleaved; their spread shows a busy machine
 BUSY_SPREAD = 1.25  # best round / worst round of the best shape above this: the figure is not trusted
 
@@ -82,8 +86,11 @@ def measure_peak(dtype: torch.dtype, device: torch.device, shapes: list[tuple[in
     shapes ran 1.7x faster than 4096²), so MFU is measured against the best of several, the model's
     own included; interleaved rounds make a load that comes and goes visible as spread.
     """
-    operands = [(torch.randn(m, k, device=device).to(dtype), torch.randn(k, n, device=device).to(dtype))
-                for m, k, n in shapes]
+    # A private generator: drawing from torch's global one would change a seeded run's dropout
+    # masks depending on whether this machine's peak was already cached.
+    gen = torch.Generator(device).manual_seed(0)
+    operands = [(torch.randn(m, k, device=device, generator=gen).to(dtype),
+                 torch.randn(k, n, device=device, generator=gen).to(dtype)) for m, k, n in shapes]
     rounds: list[list[float]] = [[] for _ in shapes]
     for _ in range(ROUNDS):
         for (a, b), seconds in zip(operands, rounds):
@@ -100,12 +107,14 @@ def _machine_key(dtype: torch.dtype, device: torch.device, shapes) -> str:
 
 
 def matmul_peak(dtype: torch.dtype, device: torch.device, model: ModelConfig | None = None, tokens: int = 0,
-                remeasure: bool = False, warn=None) -> float:
+                remeasure: bool = False, warn=None, quick: bool = False) -> float:
     """This machine's GEMM peak in FLOP/s: the best of the square GEMMs and, given ``model`` and
     ``tokens`` (batch_size * block_size), the model's own shapes. Cached in ~/.cache/cllm per
     machine, dtype, thread count and shapes, so training pays for it once; a measurement whose
-    rounds disagree (a busy machine) is not cached, and ``warn(message)`` is told."""
-    shapes = SQUARE_GEMMS + (model_gemm_shapes(model, tokens) if model is not None and tokens else [])
+    rounds disagree (a busy machine) is not cached, and ``warn(message)`` is told. ``quick`` (what
+    training asks for) times a 1024² square instead of 2048² and 4096² on a CPU."""
+    squares = QUICK_CPU_GEMMS if quick and device.type == "cpu" else SQUARE_GEMMS
+    shapes = squares + (model_gemm_shapes(model, tokens) if model is not None and tokens else [])
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cllm" / "matmul_peak.json"
     key = _machine_key(dtype, device, shapes)
     try:

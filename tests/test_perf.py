@@ -24,6 +24,24 @@ def test_the_peak_is_the_best_shape():
     assert peak.shape == (256, 256, 256)
 
 
+def test_measuring_the_peak_leaves_the_global_random_stream_alone(tmp_path, monkeypatch):
+    # A seeded run's dropout masks must not depend on whether this machine's peak was cached yet.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    torch.manual_seed(3)
+    state = torch.get_rng_state()
+    perf.matmul_peak(torch.float32, torch.device("cpu"), ModelConfig(n_embd=16, n_head=2, vocab_size=10), 32, quick=True)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_training_times_a_small_square_not_4096(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    seen = []
+    monkeypatch.setattr(perf, "measure_peak", lambda dtype, device, shapes, reps=5: seen.append(shapes) or perf.Peak(1e9, shapes[0], 1.0))
+    perf.matmul_peak(torch.float32, torch.device("cpu"), quick=True)
+    perf.matmul_peak(torch.float32, torch.device("cpu"))
+    assert seen == [perf.QUICK_CPU_GEMMS, perf.SQUARE_GEMMS]
+
+
 def test_a_busy_measurement_warns_and_is_not_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     spreads = iter([2.0, 1.01])

@@ -295,7 +295,8 @@ class Throughput:
     def __init__(self, cfg: Config, trainer: Trainer):
         self.tokens_per_step = trainer.tokens_per_step
         self.peak = matmul_peak(torch.bfloat16 if trainer.dtype == "bfloat16" else torch.float32, trainer.device,
-                                cfg.model, cfg.train.batch_size * cfg.model.block_size, warn=tqdm.write)
+                                cfg.model, cfg.train.batch_size * cfg.model.block_size, warn=tqdm.write,
+                                quick=True)
         self.peak *= trainer.dist.world_size  # tokens/s are the whole job's
         self.flops_per_token = flops_per_token(cfg.model, trainer.model.num_params())
         self.seconds, self.tokens = 0.0, 0
