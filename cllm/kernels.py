@@ -84,19 +84,41 @@ EXPLICIT_ATTENTION_MAX_SCORES = 2**24
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
     """Causal softmax attention, q, k, v: [B, H, T, D] -> [B, H, T, D].
 
-    Compiled for CPU with a score tensor of modest size, the attention is written out so Inductor
-    fuses scale, mask, softmax and dropout around two batched matmuls; elsewhere SDPA's fused
-    kernels run.
+    On a CPU, with a score tensor of modest size, the attention is written out: compiled, so Inductor
+    fuses scale, mask, softmax and dropout around two batched matmuls; eagerly, as a ``baddbmm``
+    that adds the causal mask while scaling, a float32 softmax and a ``bmm``, which measured
+    faster than SDPA's kernels in bfloat16 and for small heads (``benchmarks/sdpa_kernels.py``). Elsewhere (GPUs, long contexts, float32 with heads of 64 and
+    more) SDPA's fused kernels run.
     """
     B, H, T, D = q.shape
-    if _compiled_for_cpu(q) and B * H * T * T <= EXPLICIT_ATTENTION_MAX_SCORES:
-        scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(D))
-        causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
-        scores = scores.masked_fill(~causal, float("-inf"))
-        weights = F.softmax(scores.float(), dim=-1).to(q.dtype)
-        return dropout(weights, dropout_p, dropout_p > 0) @ v
+    if q.device.type == "cpu" and B * H * T * T <= EXPLICIT_ATTENTION_MAX_SCORES:
+        if torch.compiler.is_compiling():
+            scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(D))
+            causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+            scores = scores.masked_fill(~causal, float("-inf"))
+            weights = F.softmax(scores.float(), dim=-1).to(q.dtype)
+            return dropout(weights, dropout_p, dropout_p > 0) @ v
+        if q.dtype != torch.float32 or D < 64:  # float32 with large heads: SDPA's flash kernel is as fast
+            return _eager_cpu_attention(q, k, v, dropout_p)
     with sdpa_kernel(attention_backends(q)):
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+
+
+def _eager_cpu_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
+    """The written-out causal attention in few eager kernels: SDPA's CPU math kernel adds a
+    safe-softmax pass (an ``all`` over every row) and its flash kernel's backward is slow for small
+    heads. Scores and softmax are float32 whatever the inputs (scores rounded to bfloat16 made the
+    output 4-9x less accurate than SDPA's), the weights meet ``v`` in the inputs' dtype."""
+    B, H, T, D = q.shape
+    exact = torch.promote_types(q.dtype, torch.float32)
+    with torch.autocast("cpu", enabled=False):  # autocast would run the score product in bfloat16
+        q, k = (t.reshape(B * H, T, D).to(exact) for t in (q, k))
+        mask = torch.full((T, T), float("-inf"), dtype=exact, device=q.device).triu_(1)
+        scores = torch.baddbmm(mask.expand(B * H, T, T), q, k.transpose(1, 2), alpha=1.0 / math.sqrt(D))
+        weights = F.softmax(scores, dim=-1).to(v.dtype)
+        if dropout_p > 0:
+            weights = F.dropout(weights, dropout_p, True)
+        return torch.bmm(weights, v.reshape(B * H, T, D)).view(B, H, T, D)
 
 
 def cached_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

@@ -174,6 +174,31 @@ def test_dropout_takes_the_hashed_path_only_when_compiled_for_cpu(monkeypatch):
     assert torch.equal(dropout(x, 0.5, True), x * (hashed_keep(x.shape, 0.5, key) * 2.0))
 
 
+@pytest.mark.parametrize("T", [1, 5, 16])
+def test_eager_cpu_attention_matches_sdpa(T):
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, T, 8, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    expected = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    grads = torch.autograd.grad(expected.square().sum(), (q, k, v))
+    got = causal_attention(q, k, v, 0.0)
+    assert got.dtype == torch.float64 and torch.allclose(got, expected, atol=1e-12)
+    for g, e in zip(torch.autograd.grad(got.square().sum(), (q, k, v)), grads):
+        assert torch.allclose(g, e, atol=1e-12)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as the model runs: bf16 q, k, v; float32 scores
+        low = causal_attention(*(t.detach().bfloat16() for t in (q, k, v)), 0.0)
+    assert low.dtype == torch.bfloat16 and torch.allclose(low.double(), expected, atol=0.05)
+
+
+def test_eager_cpu_attention_dropout_keeps_each_weight_with_probability_1_minus_p():
+    torch.manual_seed(0)
+    q = k = torch.zeros(1, 1, 64, 4)  # uniform weights 1/(i+1) on row i
+    v = torch.ones(1, 1, 64, 4)
+    out = torch.stack([causal_attention(q, k, v, 0.5) for _ in range(400)])
+    # each row's output is the kept share of its weights, rescaled by 2: mean 1 over draws
+    assert abs(out.mean().item() - 1.0) < 0.02 and out.std().item() > 0.1
+    assert torch.allclose(causal_attention(q, k, v, 0.0), torch.ones(1, 1, 64, 4))
+
+
 @pytest.mark.parametrize("T", [5, 16])
 def test_compiled_cpu_attention_matches_sdpa(T):
     torch.manual_seed(0)
