@@ -1,9 +1,11 @@
 """cllm's training step side by side with nanoGPT's model.py (../shared/peers/nanoGPT), in one process.
 
-    flock /tmp/cllm-bench.lock python benchmarks/peers.py [--shapes small base0 base v10k] [--steps 10]
+    flock /tmp/cllm-bench.lock python benchmarks/peers.py [--shapes small base0 base v10k] [--steps 10] [--block 1]
 
 For each shape, three variants run with their steps interleaved (A, B, C, A, B, C, ...) after
-warm-up, and each reports its median: nanoGPT the way its train.py runs on a CPU in float32 eager and
+warm-up, and each reports its median; with ``--block K`` each takes K steps in a row per turn
+(A×K, B×K, C×K, ...), as a training run does, so a step does not start with the caches the other
+models' steps left behind (the median is still over ``--steps`` steps per variant): nanoGPT the way its train.py runs on a CPU in float32 eager and
 at its best (torch.compile + bf16 autocast + its configure_optimizers AdamW), and cllm's default
 step (`Trainer.step`, what `cllm train` runs). Same batch, context and width; each model keeps its
 own defaults otherwise (nanoGPT learned positions, cllm RoPE). Prints tokens/s and
@@ -83,7 +85,7 @@ class NanoGPTStep:
         self.optimizer.zero_grad(set_to_none=True)
 
 
-def run_shape(nanogpt, name: str, warmup: int, steps: int) -> dict[str, float]:
+def run_shape(nanogpt, name: str, warmup: int, steps: int, block: int = 1) -> dict[str, float]:
     cfg = shape_config(name)
     variants = {
         "nanoGPT float32 eager": (NanoGPTStep(nanogpt, cfg, best=False), contextlib.nullcontext),
@@ -95,12 +97,13 @@ def run_shape(nanogpt, name: str, warmup: int, steps: int) -> dict[str, float]:
         with context():
             for _ in range(warmup):
                 runner.step()
-    for _ in range(steps):
+    for _ in range(-(-steps // block)):
         for v, (runner, context) in variants.items():
             with context():
-                start = time.perf_counter()
-                runner.step()
-                times[v].append(time.perf_counter() - start)
+                for _ in range(block):
+                    start = time.perf_counter()
+                    runner.step()
+                    times[v].append(time.perf_counter() - start)
     return {v: variants[v][0].tokens_per_step / statistics.median(ts) for v, ts in times.items()}
 
 
@@ -109,15 +112,16 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--block", type=int, default=1, help="steps in a row per variant and turn")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     nanogpt = load_nanogpt()
     print(f"# {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-          f"{time.strftime('%Y-%m-%d')}; tokens/s, median of {args.steps} interleaved steps")
+          f"{time.strftime('%Y-%m-%d')}; tokens/s, median of {args.steps} steps, interleaved in turns of {args.block}")
     print("| shape | nanoGPT float32 eager | nanoGPT compiled bf16 | cllm default | cllm / best nanoGPT |")
     print("| --- | --- | --- | --- | --- |")
     for name in args.shapes:
-        r = run_shape(nanogpt, name, args.warmup, args.steps)
+        r = run_shape(nanogpt, name, args.warmup, args.steps, args.block)
         best = max(r["nanoGPT float32 eager"], r["nanoGPT compiled bf16"])
         print(f"| {name} | {r['nanoGPT float32 eager']:,.0f} | {r['nanoGPT compiled bf16']:,.0f} | "
               f"{r['cllm default']:,.0f} | {r['cllm default'] / best:.2f}x |", flush=True)

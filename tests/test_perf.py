@@ -1,7 +1,11 @@
 """The matmul peak that MFU divides by: best of several shapes, and never a busy machine's figure silently."""
 
 import json
+import os
+import subprocess
+import sys
 
+import pytest
 import torch
 
 from cllm import perf
@@ -71,3 +75,27 @@ def test_the_compiled_step_profile_groups_inductor_kernels_by_phase():
     assert table["forward"]["GEMM"] > 0 and table["backward"]["GEMM"] > 0
     assert any(kind.startswith("fused ") and kind != "fused (unprofiled)" for kind in table["forward"])
     assert sum(sum(kinds.values()) for kinds in table.values()) <= 1.5 * wall
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_training_processes_reuse_freed_tensor_memory_instead_of_faulting_it_in_again():
+    # 64 MB tensors are above glibc's largest mmap threshold: with its defaults each one is a fresh
+    # mapping (16,384 page faults); after reuse_freed_memory they come back from the heap.
+    code = (
+        "import resource, sys, torch\n"
+        "from cllm.runtime import reuse_freed_memory\n"
+        "applied = reuse_freed_memory()\n"
+        "torch.ones(2**24).sum()\n"
+        "start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "for _ in range(3):\n"
+        "    torch.ones(2**24).sum()\n"
+        "print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)\n"
+    )
+    results = {}
+    for setting in ("", "system"):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")} | {"CLLM_MALLOC": setting}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        applied, faults = out.stdout.split()
+        results[setting] = (applied == "True", int(faults))
+    assert results[""][0] and not results["system"][0]
+    assert results[""][1] < 2_000 and results["system"][1] > 3 * 16_384 * 0.9, results

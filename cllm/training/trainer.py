@@ -24,7 +24,7 @@ from ..data import Batches
 from ..errors import CLLMError
 from ..evaluate import score_ids
 from ..model import GPT
-from ..runtime import apply_activation_checkpointing, autocast, compile_model
+from ..runtime import apply_activation_checkpointing, autocast, compile_model, reuse_freed_memory
 from .distributed import SINGLE, Dist, FixedState
 from .optim import lr_at, make_optimizer
 
@@ -41,6 +41,8 @@ class Trainer:
     def __init__(self, cfg: Config, batches, device: torch.device, dtype: str, fused_optimizer: bool = True,
                  log=print, dist: Dist = SINGLE):
         self.cfg, self.batches, self.device, self.dtype, self.log, self.dist = cfg, batches, device, dtype, log, dist
+        if device.type == "cpu":
+            reuse_freed_memory()  # no page faults on every step's large activations
         self.model = GPT(cfg.model).to(device).train()
         if cfg.train.activation_checkpointing:
             apply_activation_checkpointing(self.model)
