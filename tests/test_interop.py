@@ -299,3 +299,13 @@ def test_cli_export(tmp_path, capsys):
     assert main(["export", "--checkpoint", str(tmp_path / "bad"), "--format", "hf", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "logit_softcap = 15.0" in err and not (tmp_path / "x").exists()
+
+
+def test_the_default_run_exports(tmp_path):
+    # The README exports `runs/default`, what `cllm train` with no preset trains (the quickstart preset).
+    from cllm.config import apply_dict, load_preset
+
+    for preset, arch in (("quickstart", "Qwen3ForCausalLM"), ("small", "GPTNeoXForCausalLM")):
+        cfg = Config()
+        apply_dict(cfg, load_preset(preset), "preset")
+        assert hf_architecture(dataclasses.replace(cfg.model, vocab_size=65)) == arch
