@@ -88,7 +88,7 @@ def test_training_processes_reuse_freed_tensor_memory_instead_of_faulting_it_in_
         "for _ in range(6):  # glibc settles on reusable free blocks after a few rounds, as a training loop does\n"
         "    torch.ones(2**24).sum()\n"
         "start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
-        "for _ in range(3):\n"
+        "for _ in range(10):\n"
         "    torch.ones(2**24).sum()\n"
         "print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)\n"
     )
@@ -99,4 +99,5 @@ def test_training_processes_reuse_freed_tensor_memory_instead_of_faulting_it_in_
         applied, faults = out.stdout.split()
         results[setting] = (applied == "True", int(faults))
     assert results[""][0] and not results["system"][0]
-    assert results[""][1] < 2_000 and results["system"][1] > 3 * 16_384 * 0.9, results
+    # glibc's defaults fault in all 10 x 16,384 pages; reused, at most a block or two is new
+    assert results["system"][1] > 10 * 16_384 * 0.9 and results[""][1] < results["system"][1] / 4, results
