@@ -69,6 +69,14 @@ elif kind == "metrics":
         import json
         self._file.write(json.dumps(record)[:25]); self._file.flush()
     mt.MetricsLog.write = on_nth(mt.MetricsLog.write, half_line)
+elif kind == "sigterm":  # not a kill: a real SIGTERM, just after the Nth metrics line, as `kill` sends it
+    write = mt.MetricsLog.write
+    def write_then_term(self, record):
+        write(self, record)
+        calls[0] += 1
+        if calls[0] == n:
+            os.kill(os.getpid(), signal.SIGTERM)
+    mt.MetricsLog.write = write_then_term
 elif kind == "plot":
     def half_png(metrics, png):  # plot_losses writes a temporary file and renames it in
         open(os.path.join(os.path.dirname(png), "." + os.path.basename(png) + ".tmp.png"), "wb").write(b"\x89PNG")
