@@ -86,9 +86,9 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_
 
     On a CPU, with a score tensor of modest size, the attention is written out: compiled, so Inductor
     fuses scale, mask, softmax and dropout around two batched matmuls; eagerly, as a ``baddbmm``
-    that adds the causal mask while scaling, a float32 softmax and a ``bmm``, which measured
-    faster than SDPA's kernels in bfloat16 and for small heads (``benchmarks/sdpa_kernels.py``). Elsewhere (GPUs, long contexts, float32 with heads of 64 and
-    more) SDPA's fused kernels run.
+    that adds the causal mask while scaling, a float32 softmax and a ``bmm``, which measured faster
+    than SDPA's kernels in bfloat16 and for small heads (``benchmarks/sdpa_kernels.py``). Elsewhere
+    (GPUs, long contexts, float32 with heads of 64 and more) SDPA's fused kernels run.
     """
     B, H, T, D = q.shape
     if q.device.type == "cpu" and B * H * T * T <= EXPLICIT_ATTENTION_MAX_SCORES:

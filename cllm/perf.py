@@ -43,8 +43,8 @@ def model_gemm_shapes(cfg: ModelConfig, tokens: int) -> list[tuple[int, int, int
 
 SQUARE_GEMMS = [(2048, 2048, 2048), (4096, 4096, 4096)]
 # What `cllm train` measures when no peak is cached: on CPUs a 1024² product runs as fast as 4096²
-# (within 2 %, docs/BENCHMARKS.md) in 1-2 % of the time, so a first run does not spend 7-18 s
-# timing 4096² products; GPUs need the big squares to approach their peak.
+# (measured within 10 %, docs/BENCHMARKS.md) in 2 % of the time, so a first run does not spend
+# 7-18 s timing 4096² products; GPUs need the big squares to approach their peak.
 QUICK_CPU_GEMMS = [(1024, 1024, 1024)]
 ROUNDS = 3  # each shape is timed in this many rounds, interleaved; their spread shows a busy machine
 BUSY_SPREAD = 1.25  # best round / worst round of the best shape above this: the figure is not trusted

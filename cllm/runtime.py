@@ -136,8 +136,8 @@ def reuse_freed_memory() -> bool:
     most) as fresh mappings that free() unmaps again, so every training step faults in and zeroes
     its large activations anew (the 2-layer, 10k-vocabulary shape: 47,000 page faults, 196 MB per
     step). With mmap off and heap trimming raised, freed blocks are reused, as a caching allocator
-    would: that shape's step 1.16-1.26x faster, base 1.12x, peak memory about the same
-    (docs/BENCHMARKS.md). Process-wide; Linux with glibc only. Skipped when ``CLLM_MALLOC=system``,
+    would: steps 1.06x (small) to 1.28x (that shape) faster, peak memory about the same
+    (``benchmarks/allocator.py``, docs/BENCHMARKS.md). Process-wide; Linux with glibc only. Skipped when ``CLLM_MALLOC=system``,
     or when the user has set glibc's own ``MALLOC_MMAP_MAX_`` / ``MALLOC_TRIM_THRESHOLD_`` or preloads
     another allocator (jemalloc, tcmalloc). Returns whether the setting was applied.
     """
