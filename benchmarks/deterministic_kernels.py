@@ -1,11 +1,13 @@
-"""Cost of deterministic kernels for the compiled CPU training step (what `cllm train` turns on).
+"""Cost of deterministic kernels for the CPU training step (what `cllm train` turns on).
 
     python benchmarks/deterministic_kernels.py [PRESET] [ROUNDS]
 
-Two copies of the preset's default-path step (bf16, compiled), one run with
-`torch.use_deterministic_algorithms(True)` and one without; steps interleaved in one process
-(Dynamo keeps a compiled graph per setting), medians printed. Without the setting Inductor adds
-up the embedding gradient with atomic adds, so steps differ in the last bits from run to run.
+Three copies of the preset's default-path step (bf16; compiled unless the preset says not): one
+with `torch.use_deterministic_algorithms(True)` as `cllm train` runs it (new tensors left
+unfilled), one with that mode's default of filling every new tensor with NaN, one without the mode;
+steps interleaved in one process (Dynamo keeps a compiled graph per setting), medians printed.
+Without the mode Inductor adds up the embedding gradient with atomic adds, so steps differ in the
+last bits from run to run.
 """
 
 import os
@@ -27,10 +29,12 @@ def main() -> None:
     cfg.model.vocab_size = 84
     cfg.validate()
     torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)  # as `cllm train`
-    runners = {"deterministic": variant_trainer(cfg, "default"), "default kernels": variant_trainer(cfg, "default")}
+    names = ("deterministic", "+ NaN fill", "default kernels")
+    runners = {name: variant_trainer(cfg, "default") for name in names}
 
     def step(name: str) -> float:
-        torch.use_deterministic_algorithms(name == "deterministic", warn_only=True)
+        torch.use_deterministic_algorithms(name != "default kernels", warn_only=True)
+        torch.utils.deterministic.fill_uninitialized_memory = name == "+ NaN fill"
         start = time.perf_counter()
         runners[name].step()
         return time.perf_counter() - start
@@ -42,8 +46,10 @@ def main() -> None:
     for _ in range(rounds):
         for name in runners:
             times[name].append(step(name))
+    base = statistics.median(times["deterministic"])
     for name, ts in times.items():
-        print(f"{preset} {name:16s} {statistics.median(ts) * 1000:7.1f} ms/step (median of {rounds})")
+        print(f"{preset} {name:16s} {statistics.median(ts) * 1000:7.1f} ms/step (median of {rounds}), "
+              f"{statistics.median(ts) / base:.3f}x the deterministic step's time")
 
 
 if __name__ == "__main__":

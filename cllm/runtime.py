@@ -112,17 +112,23 @@ def deterministic_cpu_kernels(device: torch.device):
     Compiled CPU code otherwise accumulates the embedding gradient with atomic adds, so with two
     or more threads steps differ in the last bits from run to run and a resumed run drifts from the
     uninterrupted one. The deterministic fallback measured no slower on CPU; GPUs keep their
-    fastest kernels.
+    fastest kernels. Deterministic mode would also fill every new tensor with NaN (a debugging aid
+    against reading uninitialised memory, nothing to do with reproducibility): ~260 extra fills per
+    eager speedrun step, 1.02x slower (``benchmarks/deterministic_kernels.py``), so that stays off.
     """
     if device.type != "cpu":
         yield
         return
-    previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    fill = torch.utils.deterministic
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+                fill.fill_uninitialized_memory)
     torch.use_deterministic_algorithms(True, warn_only=True)
+    fill.fill_uninitialized_memory = False
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+        fill.fill_uninitialized_memory = previous[2]
 
 
 # glibc's mallopt parameters (malloc.h)

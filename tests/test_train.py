@@ -134,6 +134,15 @@ def test_compiled_cpu_gradients_repeat_bit_for_bit_with_two_threads():
     assert not torch.are_deterministic_algorithms_enabled()  # restored afterwards
 
 
+def test_deterministic_mode_leaves_new_tensors_unfilled_and_restores_the_setting():
+    # use_deterministic_algorithms would NaN-fill every new tensor: pure cost for training (2-3 % per eager step)
+    before = torch.utils.deterministic.fill_uninitialized_memory
+    with deterministic_cpu_kernels(torch.device("cpu")):
+        assert torch.are_deterministic_algorithms_enabled()
+        assert not torch.utils.deterministic.fill_uninitialized_memory
+    assert torch.utils.deterministic.fill_uninitialized_memory == before
+
+
 def test_resume_rejects_contradicting_config(tmp_path, corpus_file):
     train(tiny_config(tmp_path / "r", data=str(corpus_file), max_steps=5), log=lambda *a: None)
     with pytest.raises(CLLMError, match="n_embd"):
