@@ -2,6 +2,6 @@
 
 import sys
 
-from cllm.cli import main
+from cllm.cli import entry
 
-sys.exit(main())
+sys.exit(entry())

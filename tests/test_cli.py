@@ -1,12 +1,13 @@
 """The command line, end to end, and every bad input: exit 2, one line, no traceback, nothing left behind."""
 
+import gc
 import json
 import subprocess
 import sys
 
 import pytest
 
-from cllm.cli import main
+from cllm.cli import entry, main
 
 from conftest import SHORT_TEXT
 
@@ -43,6 +44,16 @@ def test_bad_input_through_the_console_entry_point(tmp_path):
     assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr
     assert r.stderr.startswith("cllm: error: data path not found")
     assert not (tmp_path / "run").exists()
+
+
+def test_the_process_entry_point_returns_mains_code_and_freezes_the_heap(tmp_path, capsys):
+    # frozen objects are skipped by the interpreter's last collection: a quicker exit (benchmarks/startup.py)
+    try:
+        assert entry(["train", "--data", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "run")]) == 2
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+    assert capsys.readouterr().err.startswith("cllm: error: data path not found")
 
 
 def expect_error(capsys, argv, message):
