@@ -48,9 +48,11 @@ def entry(argv: list[str] | None = None) -> int:
     """The process's entry point (the console script, ``python -m cllm``): ``main``, then a quick exit.
 
     The interpreter's last garbage collection walks every object torch, Dynamo and Inductor created:
-    0.4-0.8 s on every command (``python benchmarks/startup.py``). Frozen, those objects are skipped;
-    objects are still released, atexit handlers and finalizers still run, open files are still
-    flushed and closed. Not in ``main``, which tests and notebooks call in a process that goes on.
+    0.4-0.8 s on every command (``python benchmarks/startup.py``). Frozen, those objects are skipped:
+    atexit handlers still run, stdout and stderr are still flushed, and what modules hold is still
+    released as they are torn down; only reference cycles alive at exit are left to the OS, and cllm
+    has closed its own files (checkpoints, metrics) before ``main`` returns. Not in ``main``, which
+    tests and notebooks call in a process that goes on.
     """
     code = main(argv)
     gc.freeze()
