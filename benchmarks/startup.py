@@ -7,8 +7,8 @@ medians of ``--rounds`` fresh processes each, alternated:
   * import times: torch; Dynamo, which torch.optim imports when the first optimizer is built,
     compiled or not; matplotlib, for the loss plot at the end of a run;
   * exit: seconds from the last line of a script that built an AdamW and stepped it, to the
-    process's end, as it is and with the objects frozen first (``gc.freeze()``, which `cllm`
-    does on its way out: ``cllm.cli.entry``);
+    process's end, as it is and with one collection and the survivors frozen first
+    (``gc.collect(); gc.freeze()``, which `cllm` does on its way out: ``cllm.cli.entry``);
   * a whole tiny `cllm train` process (`--preset tiny --max-steps 1`) through ``cllm.cli.entry`` and
     through ``cllm.cli.main`` alone, so the difference is the frozen exit.
 """
@@ -68,9 +68,10 @@ def main() -> None:
             for name, code in IMPORTS.items():
                 times.setdefault(f"import {name}", []).append(seconds(code))
             times.setdefault("exit after an AdamW step", []).append(exit_seconds(STEP + STAMP))
-            times.setdefault("  the same, objects frozen", []).append(exit_seconds(STEP + STAMP + "import gc; gc.freeze()\n"))
+            times.setdefault("  the same, collected once and frozen", []).append(
+                exit_seconds(STEP + STAMP + "import gc; gc.collect(); gc.freeze()\n"))
             times.setdefault("cllm train (tiny, 1 step), cli.main", []).append(train_seconds("main", data, f"{tmp}/a"))
-            times.setdefault("  the same, cli.entry (frozen exit)", []).append(train_seconds("entry", data, f"{tmp}/b"))
+            times.setdefault("  the same, cli.entry (quick exit)", []).append(train_seconds("entry", data, f"{tmp}/b"))
     for name, ts in times.items():
         print(f"{name:38} {statistics.median(ts):6.2f} s  (median of {len(ts)})")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import os
 import sys
 
 from ..errors import CLLMError
@@ -47,13 +48,16 @@ def main(argv: list[str] | None = None) -> int:
 def entry(argv: list[str] | None = None) -> int:
     """The process's entry point (the console script, ``python -m cllm``): ``main``, then a quick exit.
 
-    The interpreter's last garbage collection walks every object torch, Dynamo and Inductor created:
-    0.4-0.8 s on every command (``python benchmarks/startup.py``). Frozen, those objects are skipped:
-    atexit handlers still run, stdout and stderr are still flushed, and what modules hold is still
-    released as they are torn down; only reference cycles alive at exit are left to the OS, and cllm
-    has closed its own files (checkpoints, metrics) before ``main`` returns. Not in ``main``, which
-    tests and notebooks call in a process that goes on.
+    At exit the interpreter tears its modules down and collects garbage more than once, walking every
+    object torch, Dynamo and Inductor created: 0.4-0.8 s on every command (``python
+    benchmarks/startup.py``). Here the garbage left by the command is collected once, as usual
+    (finalizers run, a data-parallel model lets go of its process group), and what is still alive is
+    frozen, so the interpreter's own collections skip it; atexit handlers still run and stdout and
+    stderr are still flushed. Not in torchrun's workers, whose exit waits on their peers anyway, and
+    not in ``main``, which tests and notebooks call in a process that goes on.
     """
     code = main(argv)
-    gc.freeze()
+    if "RANK" not in os.environ:
+        gc.collect()
+        gc.freeze()
     return code
