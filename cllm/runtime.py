@@ -119,16 +119,16 @@ def deterministic_cpu_kernels(device: torch.device):
     if device.type != "cpu":
         yield
         return
-    fill = torch.utils.deterministic
+    settings = torch.utils.deterministic
     previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-                fill.fill_uninitialized_memory)
+                settings.fill_uninitialized_memory)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    fill.fill_uninitialized_memory = False
+    settings.fill_uninitialized_memory = False
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
-        fill.fill_uninitialized_memory = previous[2]
+        settings.fill_uninitialized_memory = previous[2]
 
 
 # glibc's mallopt parameters (malloc.h)

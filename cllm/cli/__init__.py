@@ -51,10 +51,10 @@ def entry(argv: list[str] | None = None) -> int:
     At exit the interpreter tears its modules down and collects garbage more than once, walking every
     object torch, Dynamo and Inductor created: 0.4-0.8 s on every command (``python
     benchmarks/startup.py``). Here the garbage left by the command is collected once, as usual
-    (finalizers run, a data-parallel model lets go of its process group), and what is still alive is
-    frozen, so the interpreter's own collections skip it; atexit handlers still run and stdout and
-    stderr are still flushed. Not in torchrun's workers, whose exit waits on their peers anyway, and
-    not in ``main``, which tests and notebooks call in a process that goes on.
+    (finalizers run), and what is still alive is frozen, so the interpreter's own collections skip
+    it; atexit handlers still run and stdout and stderr are still flushed. Not in torchrun's workers,
+    whose exit is left as it was, and not in ``main``, which tests and notebooks call in a process
+    that goes on.
     """
     code = main(argv)
     if "RANK" not in os.environ:
