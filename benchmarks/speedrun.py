@@ -3,8 +3,8 @@
 The target (docs/SPEEDRUN.md): character-level Shakespeare, validation = the last 10 % of
 ../shared/data/shakespeare.txt scored on every token, val loss <= 1.89 within 20 s of wall time
 on 2 CPU cores (30 s until issue 16). Data preparation is done once beforehand (cached), as the
-target allows; the timed process includes Python start-up, torch import, model build, training and the final
-full-validation evaluation.
+target allows; the timed process includes Python start-up, torch import, model build, training
+and the final full-validation evaluation.
 
     python benchmarks/speedrun.py                  # 3 seeds of the speedrun preset
     python benchmarks/speedrun.py --seeds 1 -- --lr 3e-3 --max-steps 800   # try a change
