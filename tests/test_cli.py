@@ -2,6 +2,7 @@
 
 import gc
 import json
+import os
 import subprocess
 import sys
 
@@ -54,6 +55,20 @@ def test_the_process_entry_point_returns_mains_code_and_freezes_the_heap(tmp_pat
     finally:
         gc.unfreeze()
     assert capsys.readouterr().err.startswith("cllm: error: data path not found")
+
+
+def test_a_torchrun_worker_leaves_after_its_atexit_handlers_with_its_output_and_exit_code(tmp_path):
+    # Workers skip the interpreter's shutdown, where gloo's threads can abort the process (cllm.cli._leave_worker).
+    script = ("import atexit, sys\n"
+              "atexit.register(lambda: print('atexit handler ran'))\n"
+              "from cllm.cli import entry\n"
+              f"sys.exit(entry(['train', '--data', {str(tmp_path / 'missing.txt')!r}, '--out', {str(tmp_path / 'run')!r}]))\n")
+    run = lambda env: subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                                     env={**os.environ, **env})
+    worker, plain = run({"RANK": "1", "WORLD_SIZE": "1"}), run({})
+    assert worker.returncode == plain.returncode == 2
+    assert worker.stderr.startswith("cllm: error: data path not found") and worker.stderr == plain.stderr
+    assert worker.stdout == plain.stdout == "atexit handler ran\n"
 
 
 def expect_error(capsys, argv, message):

@@ -7,10 +7,12 @@ code 2; tracebacks are reserved for bugs. Only the entry points (this package's 
 
 from __future__ import annotations
 
+import atexit
 import gc
 import importlib
 import os
 import sys
+from typing import NoReturn
 
 from ..errors import CLLMError
 from .common import ArgumentParser
@@ -52,12 +54,33 @@ def entry(argv: list[str] | None = None) -> int:
     object torch, Dynamo and Inductor created: 0.4-0.8 s on every command (``python
     benchmarks/startup.py``). Here the garbage left by the command is collected once, as usual
     (finalizers run), and what is still alive is frozen, so the interpreter's own collections skip
-    it; atexit handlers still run and stdout and stderr are still flushed. Not in torchrun's workers,
-    whose exit is left as it was, and not in ``main``, which tests and notebooks call in a process
-    that goes on.
+    it: atexit handlers still run and stdout and stderr are still flushed, but objects alive to the
+    end are left to the OS unfinalized (Python never promised ``__del__`` at exit; cllm closes its
+    files, checkpoints and metrics, before ``main`` returns). Not in ``main``, which
+    tests and notebooks call in a process that goes on. torchrun's workers leave as ``_leave_worker``
+    says.
     """
     code = main(argv)
-    if "RANK" not in os.environ:
-        gc.collect()
-        gc.freeze()
+    if "RANK" in os.environ:
+        _leave_worker(code)
+    gc.collect()
+    gc.freeze()
     return code
+
+
+def _leave_worker(code: int) -> NoReturn:
+    """End a torchrun worker without the interpreter's shutdown, once its atexit handlers have run
+    and its output is flushed (cllm has closed its own files by now).
+
+    gloo's worker threads outlive ``destroy_process_group`` and free their last finished collective
+    when they next get the GIL; a tensor Python created (``all_gather_object``'s) then needs the GIL
+    to be released, and if the interpreter has begun shutting down that thread is made to exit with
+    a C++ frame on its stack: "terminate called without an active exception", SIGABRT, a failed job
+    after a finished run (2 of ~520 two-rank runs; the core showed ``ProcessGroupGloo::runLoop``
+    destroying an ``AsyncBarrierWork`` while ``Py_FinalizeEx`` ran). Without that shutdown the
+    threads simply end with the process.
+    """
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

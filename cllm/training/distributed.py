@@ -421,7 +421,9 @@ def launch(argv: list[str], nproc: int, nnodes: int = 1, node_rank: int = 0, rdz
         parsed.training_script_args = list(argv)  # set apart: torchrun's parser would read --nproc as its own
         torchrun.run(parsed)
     except ChildFailedError as e:
-        rank, failure = e.get_first_failure()
+        # The cause, not its echo: a rank killed by a signal before the ranks that then lost contact
+        # with it and exited with code 2 (workers leave fast, so both can be seen in one poll).
+        rank, failure = min(e.failures.items(), key=lambda rf: (rf[1].exitcode >= 0, rf[1].timestamp, rf[0]))
         how = f"was killed by {failure.signal_name()}" if failure.exitcode < 0 else f"exited with code {failure.exitcode}"
         print(f"cllm: error: rank {rank} (pid {failure.pid}) {how}; the other ranks were stopped"
               + (f" after {max_restarts} restarts" if max_restarts else ""), file=sys.stderr)
