@@ -61,7 +61,7 @@ def entry(argv: list[str] | None = None) -> int:
     says.
     """
     code = main(argv)
-    if "RANK" in os.environ:
+    if "RANK" in os.environ:  # set by torchrun; distributed.launched() would import torch for commands without it
         _leave_worker(code)
     gc.collect()
     gc.freeze()
